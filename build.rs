@@ -1,0 +1,16 @@
+//! Compiles `proto/` with protox (pure Rust, no `protoc` needed) and writes the
+//! descriptor set that gRPC reflection and the proto3 JSON printer use.
+
+use std::{env, fs, path::PathBuf};
+
+use prost::Message;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto");
+    println!("cargo:rerun-if-changed=migrations");
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+    let fds = protox::compile(["hostscan/v1/scan.proto"], ["proto"])?;
+    fs::write(out_dir.join("hostscan_descriptor.bin"), fds.encode_to_vec())?;
+    tonic_prost_build::configure().compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,302 @@
+//! The gRPC edge: `hostscan.v1.ScanService`.
+//!
+//! Validates requests (INVALID_ARGUMENT naming the field), checks API keys,
+//! calls the store, wakes workers, publishes cancel events, and streams
+//! WatchScan. This is the only module that knows `tonic::Status`; `status`
+//! below is the one place errors become one.
+
+mod validate;
+mod watch;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use subtle::ConstantTimeEq;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::{Request, Response, Status};
+
+use crate::events::Hub;
+use crate::model::{ScanEvent, ScanStatus};
+use crate::pb::{self, scan_service_server::ScanService};
+use crate::store::{ListQuery, NewScan, Store, StoreError};
+use crate::worker::Workers;
+
+pub use validate::Invalid;
+
+/// Checks a user name as StartScan would (for configuration defaults).
+pub fn validate_username(name: &str) -> Result<String, Invalid> {
+    validate::username(name, "")
+}
+
+/// Turns a store failure into a status: UNAVAILABLE while the database is
+/// down, INTERNAL (detail logged, not sent) otherwise.
+fn status(e: StoreError) -> Status {
+    match e {
+        StoreError::Unavailable(detail) => {
+            tracing::warn!(%detail, "database unavailable");
+            Status::unavailable("the database is unavailable; retry later")
+        }
+        StoreError::Internal(detail) => {
+            tracing::error!(%detail, "internal error");
+            Status::internal("internal error")
+        }
+    }
+}
+
+impl From<Invalid> for Status {
+    fn from(e: Invalid) -> Self {
+        Status::invalid_argument(e.to_string())
+    }
+}
+
+fn not_found(id: i64) -> Status {
+    Status::not_found(format!("scan {id} not found"))
+}
+
+/// Defaults applied to StartScan requests.
+#[derive(Debug, Clone)]
+pub struct Defaults {
+    pub port: u16,
+    pub username: String,
+}
+
+/// The ScanService implementation.
+#[derive(Clone)]
+pub struct ScanApi {
+    store: Store,
+    hub: Arc<Hub>,
+    workers: Workers,
+    defaults: Defaults,
+    /// Idle interval after which a watch stream sends a heartbeat.
+    watch_heartbeat: Duration,
+    /// Cancelled at shutdown: open watch streams end.
+    shutdown: CancellationToken,
+    /// Owns the watch stream tasks; `serve` waits for them at shutdown.
+    tracker: TaskTracker,
+}
+
+impl ScanApi {
+    pub fn new(
+        store: Store,
+        hub: Arc<Hub>,
+        workers: Workers,
+        defaults: Defaults,
+        watch_heartbeat: Duration,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+    ) -> Self {
+        Self {
+            store,
+            hub,
+            workers,
+            defaults,
+            watch_heartbeat,
+            shutdown,
+            tracker,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl ScanService for ScanApi {
+    async fn start_scan(
+        &self,
+        request: Request<pb::StartScanRequest>,
+    ) -> Result<Response<pb::Scan>, Status> {
+        let r = request.into_inner();
+        let new = NewScan {
+            hostname: validate::hostname(&r.hostname)?,
+            port: validate::port(r.port, self.defaults.port)?,
+            username: validate::username(&r.username, &self.defaults.username)?,
+            scan_type: pb::ScanType::try_from(r.scan_type)
+                .ok()
+                .and_then(pb::ScanType::to_model)
+                .ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "scan_type: must be SCAN_TYPE_QUICK or SCAN_TYPE_FULL, got {}",
+                        r.scan_type
+                    ))
+                })?,
+            request_id: validate::request_id(&r.request_id)?,
+        };
+        let (scan, created) = self.store.create(new).await.map_err(status)?;
+        if created {
+            tracing::info!(scan_id = scan.id, target = %format!("{}@{}:{}", scan.username, scan.hostname, scan.port), scan_type = %scan.scan_type, "scan queued");
+            self.workers.wake();
+        }
+        Ok(Response::new(pb::Scan::from(&scan)))
+    }
+
+    async fn get_scan(
+        &self,
+        request: Request<pb::GetScanRequest>,
+    ) -> Result<Response<pb::Scan>, Status> {
+        let id = validate::scan_id(request.into_inner().scan_id)?;
+        let scan = self.store.get(id).await.map_err(status)?;
+        scan.map(|s| Response::new(pb::Scan::from(&s)))
+            .ok_or_else(|| not_found(id))
+    }
+
+    async fn list_scans(
+        &self,
+        request: Request<pb::ListScansRequest>,
+    ) -> Result<Response<pb::ListScansResponse>, Status> {
+        let r = request.into_inner();
+        let status_filter = match pb::ScanStatus::try_from(r.status) {
+            Ok(s) => s.to_model(),
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "status: unknown value {}",
+                    r.status
+                )));
+            }
+        };
+        let type_filter = match pb::ScanType::try_from(r.scan_type) {
+            Ok(t) => t.to_model(),
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "scan_type: unknown value {}",
+                    r.scan_type
+                )));
+            }
+        };
+        let query = ListQuery {
+            hostname: match r.hostname.as_str() {
+                "" => None,
+                h => Some(h.to_ascii_lowercase()),
+            },
+            status: status_filter,
+            scan_type: type_filter,
+            limit: validate::page_size(r.page_size)?,
+            before_id: validate::page_token(&r.page_token)?,
+        };
+        let page = self.store.list(query).await.map_err(status)?;
+        Ok(Response::new(pb::ListScansResponse {
+            scans: page.scans.iter().map(pb::Scan::from).collect(),
+            next_page_token: page
+                .next_before_id
+                .map(validate::encode_page_token)
+                .unwrap_or_default(),
+            total_size: page.total,
+        }))
+    }
+
+    type WatchScanStream = watch::WatchStream;
+
+    async fn watch_scan(
+        &self,
+        request: Request<pb::WatchScanRequest>,
+    ) -> Result<Response<Self::WatchScanStream>, Status> {
+        let r = request.into_inner();
+        let id = validate::scan_id(r.scan_id)?;
+        if r.after_sequence < 0 {
+            return Err(Status::invalid_argument(format!(
+                "after_sequence: must not be negative, got {}",
+                r.after_sequence
+            )));
+        }
+        watch::start(self, id, r.after_sequence)
+            .await
+            .map(Response::new)
+    }
+
+    async fn cancel_scan(
+        &self,
+        request: Request<pb::CancelScanRequest>,
+    ) -> Result<Response<pb::Scan>, Status> {
+        let id = validate::scan_id(request.into_inner().scan_id)?;
+        let (scan, changed) = self
+            .store
+            .request_cancel(id)
+            .await
+            .map_err(status)?
+            .ok_or_else(|| not_found(id))?;
+        if changed {
+            tracing::info!(scan_id = id, "cancelled a pending scan");
+            self.hub.publish(ScanEvent::snapshot(&scan));
+        } else if scan.status == ScanStatus::Running && self.workers.cancel_local(id) {
+            tracing::info!(scan_id = id, "cancelling a running scan");
+        }
+        Ok(Response::new(pb::Scan::from(&scan)))
+    }
+}
+
+/// API keys accepted in `authorization: Bearer <key>`. Debug never shows them.
+#[derive(Clone, Default)]
+pub struct ApiKeys(Arc<[Vec<u8>]>);
+
+impl std::fmt::Debug for ApiKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ApiKeys(<{} redacted>)", self.0.len())
+    }
+}
+
+impl ApiKeys {
+    pub fn new(keys: &[String]) -> Self {
+        Self(keys.iter().map(|k| k.as_bytes().to_vec()).collect())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Constant-time over every configured key, whichever matches.
+    fn accepts(&self, presented: &[u8]) -> bool {
+        let mut ok = subtle::Choice::from(0);
+        for key in self.0.iter() {
+            ok |= key.as_slice().ct_eq(presented);
+        }
+        ok.into()
+    }
+
+    /// The tonic interceptor: UNAUTHENTICATED unless a configured key is
+    /// presented (everything passes when none is configured).
+    pub fn check(&self, request: Request<()>) -> Result<Request<()>, Status> {
+        if self.is_empty() {
+            return Ok(request);
+        }
+        let presented = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            });
+        match presented {
+            Some(key) if self.accepts(key.trim().as_bytes()) => Ok(request),
+            Some(_) => Err(Status::unauthenticated("invalid API key")),
+            None => Err(Status::unauthenticated(
+                "missing API key: send `authorization: Bearer <key>`",
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_keys() {
+        let keys = ApiKeys::new(&["alpha".into(), "beta-key".into()]);
+        let with = |v: &str| {
+            let mut r = Request::new(());
+            r.metadata_mut()
+                .insert("authorization", v.parse().expect("ascii"));
+            r
+        };
+        assert!(keys.check(with("Bearer beta-key")).is_ok());
+        assert!(keys.check(with("Bearer alpha")).is_ok());
+        assert_eq!(
+            keys.check(with("Bearer alph"))
+                .map(|_| ())
+                .map_err(|s| s.code()),
+            Err(tonic::Code::Unauthenticated)
+        );
+        assert!(keys.check(Request::new(())).is_err());
+        assert!(ApiKeys::default().check(Request::new(())).is_ok());
+        assert_eq!(format!("{keys:?}"), "ApiKeys(<2 redacted>)");
+    }
+}

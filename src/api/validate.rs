@@ -1,0 +1,248 @@
+//! Request validation: pure functions, each error names the field.
+
+use std::net::IpAddr;
+
+/// A field and what is wrong with it; becomes INVALID_ARGUMENT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> Invalid {
+    Invalid {
+        field,
+        message: message.into(),
+    }
+}
+
+/// Shows a rejected value safely: quoted, escaped, shortened.
+fn shown(value: &str) -> String {
+    let short: String = value.chars().take(64).collect();
+    let more = if value.chars().count() > 64 {
+        "…"
+    } else {
+        ""
+    };
+    format!("{short:?}{more}")
+}
+
+/// A DNS name (letters, digits, hyphens; labels of 1–63, 253 in all, an
+/// optional final dot) or an IPv4/IPv6 literal.
+pub fn hostname(value: &str) -> Result<String, Invalid> {
+    const FIELD: &str = "hostname";
+    if value.is_empty() {
+        return Err(invalid(FIELD, "is required"));
+    }
+    if value.len() > 253 {
+        return Err(invalid(
+            FIELD,
+            format!("is {} bytes long; the limit is 253", value.len()),
+        ));
+    }
+    if value.parse::<IpAddr>().is_ok() {
+        return Ok(value.to_string());
+    }
+    let name = value.strip_suffix('.').unwrap_or(value);
+    let ok = !name.is_empty()
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+        // An all-numeric last label would be a malformed IPv4 address.
+        && !name.rsplit('.').next().is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()));
+    if ok {
+        Ok(value.to_ascii_lowercase())
+    } else {
+        Err(invalid(
+            FIELD,
+            format!("must be a DNS name or an IP address, got {}", shown(value)),
+        ))
+    }
+}
+
+/// 1–65535; 0 means `default`.
+pub fn port(value: u32, default: u16) -> Result<u16, Invalid> {
+    match value {
+        0 => Ok(default),
+        1..=65535 => Ok(u16::try_from(value).unwrap_or(default)),
+        _ => Err(invalid(
+            "port",
+            format!("must be 1-65535 (or 0 for the default), got {value}"),
+        )),
+    }
+}
+
+/// A portable POSIX user name: 1–32 of `[A-Za-z0-9._-]`, not starting with
+/// '-', optionally ending in '$'; "" means `default`.
+pub fn username(value: &str, default: &str) -> Result<String, Invalid> {
+    if value.is_empty() {
+        return Ok(default.to_string());
+    }
+    let body = value.strip_suffix('$').unwrap_or(value);
+    let ok = !body.is_empty()
+        && value.len() <= 32
+        && !body.starts_with('-')
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(value.to_string())
+    } else {
+        Err(invalid(
+            "username",
+            format!(
+                "must be a POSIX user name (letters, digits, '.', '_', '-'; up to 32), got {}",
+                shown(value)
+            ),
+        ))
+    }
+}
+
+/// Printable ASCII, up to 128 bytes; "" means none.
+pub fn request_id(value: &str) -> Result<Option<String>, Invalid> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    if value.len() > 128 || !value.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        return Err(invalid(
+            "request_id",
+            "must be 1-128 printable ASCII characters without spaces",
+        ));
+    }
+    Ok(Some(value.to_string()))
+}
+
+pub fn scan_id(value: i64) -> Result<i64, Invalid> {
+    if value > 0 {
+        Ok(value)
+    } else {
+        Err(invalid(
+            "scan_id",
+            format!("must be a positive scan id, got {value}"),
+        ))
+    }
+}
+
+pub const DEFAULT_PAGE_SIZE: i64 = 50;
+pub const MAX_PAGE_SIZE: i64 = 500;
+
+pub fn page_size(value: i32) -> Result<i64, Invalid> {
+    match value {
+        0 => Ok(DEFAULT_PAGE_SIZE),
+        1.. => Ok(i64::from(value).min(MAX_PAGE_SIZE)),
+        _ => Err(invalid(
+            "page_size",
+            format!("must not be negative, got {value}"),
+        )),
+    }
+}
+
+const TOKEN_PREFIX: &str = "v1:";
+
+/// Opaque page token for "scans older than `id`".
+pub fn encode_page_token(before_id: i64) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{TOKEN_PREFIX}{before_id}"))
+}
+
+pub fn page_token(value: &str) -> Result<Option<i64>, Invalid> {
+    use base64::Engine as _;
+    if value.is_empty() {
+        return Ok(None);
+    }
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(value)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.strip_prefix(TOKEN_PREFIX)?.parse::<i64>().ok())
+        .filter(|id| *id > 0)
+        .map(Some)
+        .ok_or_else(|| invalid("page_token", "is not a token this server issued"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostnames() {
+        for ok in [
+            "db-1.example.org",
+            "localhost",
+            "127.0.0.1",
+            "::1",
+            "fe80::1",
+            "a.b.c.",
+            "XN--BCHER-KVA.example",
+        ] {
+            assert!(hostname(ok).is_ok(), "{ok}");
+        }
+        assert_eq!(
+            hostname("Web-1.Example.org").ok().as_deref(),
+            Some("web-1.example.org")
+        );
+        for bad in [
+            "",
+            "a b",
+            "host;rm -rf /",
+            "$(id)",
+            "-lead",
+            "trail-.x",
+            "a..b",
+            "1.2.3.999",
+            "`x`",
+            "a_b",
+            "x\n",
+        ] {
+            let e = hostname(bad).expect_err(bad);
+            assert_eq!(e.field, "hostname");
+        }
+        let long = format!("{}.com", "a".repeat(250));
+        assert!(
+            hostname(&long)
+                .expect_err("too long")
+                .message
+                .contains("253")
+        );
+        assert!(hostname(&"a".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn ports_users_ids() {
+        assert_eq!(port(0, 2222), Ok(2222));
+        assert_eq!(port(22, 2222), Ok(22));
+        assert_eq!(port(65536, 22).expect_err("big").field, "port");
+        assert_eq!(username("", "scan").as_deref(), Ok("scan"));
+        assert_eq!(
+            username("svc_scan-1.x$", "d").as_deref(),
+            Ok("svc_scan-1.x$")
+        );
+        for bad in ["-x", "a b", "root;id", "$", &"u".repeat(33)] {
+            assert_eq!(username(bad, "d").expect_err(bad).field, "username");
+        }
+        assert_eq!(request_id(""), Ok(None));
+        assert!(request_id("a b").is_err());
+        assert_eq!(scan_id(0).expect_err("zero").field, "scan_id");
+    }
+
+    #[test]
+    fn pages() {
+        assert_eq!(page_size(0), Ok(50));
+        assert_eq!(page_size(10_000), Ok(500));
+        assert!(page_size(-1).is_err());
+        let token = encode_page_token(42);
+        assert_eq!(page_token(&token), Ok(Some(42)));
+        assert_eq!(page_token(""), Ok(None));
+        assert_eq!(page_token("garbage!").expect_err("bad").field, "page_token");
+    }
+}

@@ -1,0 +1,500 @@
+//! Terminal commands: `probe` (the engine in-process, no server) and the
+//! gRPC client commands (`scan`, `get`, `list`, `watch`, `cancel`). Output
+//! is human text by default and proto3 JSON (as grpcurl prints) with
+//! `--json`. Exit status: 0 for a completed scan, 1 for a failed or
+//! cancelled one, 2 for a usage or RPC error.
+
+pub mod render;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+
+use crate::config::{load_keys, local_user};
+use crate::model::{Scan, ScanStatus, ScanType};
+use crate::pb::{self, scan_service_client::ScanServiceClient};
+use crate::scan::{self, Limits};
+use crate::ssh::hostkey::KnownHostsPins;
+use crate::ssh::{ConnectOptions, HostKeyPolicy, HostKeyVerifier, Target};
+
+/// Process exit status of a command.
+pub type Exit = i32;
+
+fn scan_exit(status: i32) -> Exit {
+    if status == pb::ScanStatus::Completed as i32 {
+        0
+    } else {
+        1
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProbeArgs {
+    /// Host to scan: a DNS name or IP address, optionally `user@host`.
+    pub host: String,
+    /// SSH port.
+    #[arg(long, short, default_value_t = 22)]
+    pub port: u16,
+    /// Remote user (default: the local user).
+    #[arg(long, short)]
+    pub user: Option<String>,
+    /// Private key file (repeatable). Default: ~/.ssh/id_ed25519, id_ecdsa, id_rsa.
+    #[arg(long, short = 'i')]
+    pub identity: Vec<PathBuf>,
+    /// known_hosts file (default ~/.ssh/known_hosts).
+    #[arg(long)]
+    pub known_hosts: Option<PathBuf>,
+    /// strict, tofu (pin unknown hosts in the known_hosts file) or insecure-accept-any.
+    #[arg(long, default_value = "tofu")]
+    pub host_key_policy: HostKeyPolicy,
+    /// Seconds for connect, handshake and login.
+    #[arg(long, default_value_t = 10)]
+    pub connect_timeout: u64,
+    /// Seconds per remote command.
+    #[arg(long, default_value_t = 30)]
+    pub command_timeout: u64,
+    /// Seconds for the whole scan.
+    #[arg(long, default_value_t = 300)]
+    pub scan_timeout: u64,
+    /// Bytes of output kept per command.
+    #[arg(long, default_value_t = 4 * 1024 * 1024)]
+    pub max_output_bytes: usize,
+    /// Full scan: also packages, processes and network interfaces.
+    #[arg(long)]
+    pub full: bool,
+    /// Print the proto3 JSON of the scan (as grpcurl would).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs one scan in-process and prints it.
+pub async fn probe(args: ProbeArgs) -> anyhow::Result<Exit> {
+    let (user, host) = match args.host.split_once('@') {
+        Some((u, h)) => (Some(u.to_string()), h.to_string()),
+        None => (None, args.host.clone()),
+    };
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let user = args.user.clone().or(user).unwrap_or_else(local_user);
+    let keys = load_keys(&args.identity, "--identity")?;
+    let known_hosts = args.known_hosts.clone().or_else(|| {
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".ssh").join("known_hosts"))
+    });
+    let pins = known_hosts.clone().map(|p| {
+        std::sync::Arc::new(KnownHostsPins::new(p))
+            as std::sync::Arc<dyn crate::ssh::hostkey::PinStore>
+    });
+    let opts = ConnectOptions {
+        keys,
+        verifier: HostKeyVerifier {
+            policy: args.host_key_policy,
+            known_hosts,
+            pins,
+        },
+        connect_timeout: Duration::from_secs(args.connect_timeout.max(1)),
+        max_channels: 8,
+    };
+    let limits = Limits {
+        command_timeout: Duration::from_secs(args.command_timeout.max(1)),
+        scan_timeout: Duration::from_secs(args.scan_timeout.max(1)),
+        max_output_bytes: args.max_output_bytes.max(4096),
+    };
+    let target = Target {
+        host: host.clone(),
+        port: args.port,
+        user: user.clone(),
+    };
+    let scan_type = if args.full {
+        ScanType::Full
+    } else {
+        ScanType::Quick
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let cancel = CancellationToken::new();
+    let ctrl_c = cancel.clone();
+    let watcher = tokio::spawn(async move {
+        tokio::signal::ctrl_c().await.ok();
+        ctrl_c.cancel();
+    });
+    let verbose = !args.json && std::io::stderr().is_terminal();
+    let started_at = chrono::Utc::now();
+    let engine = scan::run(&target, scan_type, &opts, &limits, &tx, &cancel);
+    tokio::pin!(engine);
+    let outcome = loop {
+        tokio::select! {
+            o = &mut engine => break o,
+            Some(p) = rx.recv() => if verbose {
+                eprint!("\r\x1b[2K[{:>3}%] {}", p.percent, p.step);
+            }
+        }
+    };
+    watcher.abort();
+    if verbose {
+        eprint!("\r\x1b[2K");
+    }
+    let status = match &outcome.error {
+        None => ScanStatus::Completed,
+        Some(e) if e.kind == crate::model::ScanErrorKind::Cancelled => ScanStatus::Cancelled,
+        Some(_) => ScanStatus::Failed,
+    };
+    let scan = Scan {
+        id: 0,
+        hostname: host,
+        port: args.port,
+        username: user,
+        scan_type,
+        status,
+        progress: if status == ScanStatus::Completed {
+            100
+        } else {
+            0
+        },
+        current_step: String::new(),
+        created_at: started_at,
+        started_at: Some(started_at),
+        completed_at: Some(chrono::Utc::now()),
+        results: Some(outcome.results),
+        error: outcome.error,
+        request_id: None,
+        sequence: 0,
+    };
+    let scan = pb::Scan::from(&scan);
+    if args.json {
+        println!("{}", pb::to_json(&scan, "hostscan.v1.Scan"));
+    } else {
+        print!("{}", render::scan(&scan));
+    }
+    Ok(scan_exit(scan.status))
+}
+
+/// Flags shared by the client commands.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClientArgs {
+    /// hostscan server URL.
+    #[arg(
+        long,
+        env = "HOSTSCAN_SERVER",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub server: String,
+    /// API key, sent as `authorization: Bearer <key>`.
+    #[arg(long, env = "HOSTSCAN_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Print proto3 JSON (as grpcurl would).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum ClientCommand {
+    /// Start a scan, follow its progress and print the result.
+    Scan {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Host to scan (DNS name or IP address).
+        host: String,
+        /// Full scan: also packages, processes and network interfaces.
+        #[arg(long)]
+        full: bool,
+        /// SSH port (default: the server's).
+        #[arg(long, short, default_value_t = 0)]
+        port: u32,
+        /// Remote user (default: the server's).
+        #[arg(long, short, default_value = "")]
+        user: String,
+        /// Idempotency key: repeating it returns the same scan.
+        #[arg(long, default_value = "")]
+        request_id: String,
+        /// Print the queued scan and return without waiting.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Print a scan.
+    Get {
+        #[command(flatten)]
+        client: ClientArgs,
+        id: i64,
+    },
+    /// List scans, newest first.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Only scans of this host.
+        #[arg(long)]
+        host: Option<String>,
+        /// pending, running, completed, failed or cancelled.
+        #[arg(long)]
+        status: Option<ScanStatus>,
+        /// quick or full.
+        #[arg(long = "type")]
+        scan_type: Option<ScanType>,
+        #[arg(long, default_value_t = 50)]
+        page_size: i32,
+        /// Token from a previous page.
+        #[arg(long, default_value = "")]
+        page_token: String,
+    },
+    /// Follow a scan's progress until it ends.
+    Watch {
+        #[command(flatten)]
+        client: ClientArgs,
+        id: i64,
+        /// Resume after this event sequence.
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+    },
+    /// Cancel a pending or running scan.
+    Cancel {
+        #[command(flatten)]
+        client: ClientArgs,
+        id: i64,
+    },
+}
+
+type Client = ScanServiceClient<InterceptedService<Channel, Auth>>;
+
+#[derive(Clone)]
+pub struct Auth(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Auth {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(v) = &self.0 {
+            request.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(request)
+    }
+}
+
+async fn connect(args: &ClientArgs) -> anyhow::Result<Client> {
+    let channel = Endpoint::from_shared(args.server.clone())
+        .with_context(|| format!("--server {:?} is not a URL", args.server))?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the hostscan server at {}", args.server))?;
+    let auth = match &args.api_key {
+        Some(key) => Some(
+            format!("Bearer {key}")
+                .parse()
+                .context("--api-key must be printable ASCII")?,
+        ),
+        None => None,
+    };
+    Ok(ScanServiceClient::with_interceptor(channel, Auth(auth)))
+}
+
+fn rpc_error(status: Status) -> anyhow::Error {
+    anyhow::anyhow!("{:?}: {}", status.code(), status.message())
+}
+
+fn print_scan(args: &ClientArgs, scan: &pb::Scan) {
+    if args.json {
+        println!("{}", pb::to_json(scan, "hostscan.v1.Scan"));
+    } else {
+        print!("{}", render::scan(scan));
+    }
+}
+
+impl ClientCommand {
+    fn args(&self) -> &ClientArgs {
+        match self {
+            Self::Scan { client, .. }
+            | Self::Get { client, .. }
+            | Self::List { client, .. }
+            | Self::Watch { client, .. }
+            | Self::Cancel { client, .. } => client,
+        }
+    }
+}
+
+pub async fn client(command: ClientCommand) -> anyhow::Result<Exit> {
+    let args = command.args().clone();
+    let mut client = connect(&args).await?;
+    match command {
+        ClientCommand::Scan {
+            host,
+            full,
+            port,
+            user,
+            request_id,
+            no_wait,
+            ..
+        } => {
+            let scan = client
+                .start_scan(pb::StartScanRequest {
+                    hostname: host,
+                    port,
+                    username: user,
+                    scan_type: if full {
+                        pb::ScanType::Full
+                    } else {
+                        pb::ScanType::Quick
+                    } as i32,
+                    request_id,
+                })
+                .await
+                .map_err(rpc_error)?
+                .into_inner();
+            if no_wait {
+                print_scan(&args, &scan);
+                return Ok(0);
+            }
+            if !args.json {
+                eprintln!("scan {} queued: {}", scan.id, render::target(&scan));
+            }
+            watch(&args, &mut client, scan.id, 0).await
+        }
+        ClientCommand::Get { id, .. } => {
+            let scan = client
+                .get_scan(pb::GetScanRequest { scan_id: id })
+                .await
+                .map_err(rpc_error)?
+                .into_inner();
+            print_scan(&args, &scan);
+            Ok(0)
+        }
+        ClientCommand::List {
+            host,
+            status,
+            scan_type,
+            page_size,
+            page_token,
+            ..
+        } => {
+            let page = client
+                .list_scans(pb::ListScansRequest {
+                    hostname: host.unwrap_or_default(),
+                    status: status.map_or(0, |s| pb::ScanStatus::from(s) as i32),
+                    scan_type: scan_type.map_or(0, |t| pb::ScanType::from(t) as i32),
+                    page_size,
+                    page_token,
+                })
+                .await
+                .map_err(rpc_error)?
+                .into_inner();
+            if args.json {
+                println!("{}", pb::to_json(&page, "hostscan.v1.ListScansResponse"));
+                return Ok(0);
+            }
+            println!(
+                "{:>8}  {:<9}  {:<5}  {:>4}  {:<20}  TARGET",
+                "ID", "STATUS", "TYPE", "PCT", "CREATED"
+            );
+            for s in &page.scans {
+                let created = s
+                    .created_at
+                    .as_ref()
+                    .and_then(pb::from_timestamp)
+                    .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                    .unwrap_or_default();
+                println!(
+                    "{:>8}  {:<9}  {:<5}  {:>3}%  {:<20}  {}",
+                    s.id,
+                    render::status_name(s.status),
+                    render::type_name(s.scan_type),
+                    s.progress,
+                    created,
+                    render::target(s)
+                );
+            }
+            println!("{} of {} scans", page.scans.len(), page.total_size);
+            if !page.next_page_token.is_empty() {
+                println!("next page: --page-token {}", page.next_page_token);
+            }
+            Ok(0)
+        }
+        ClientCommand::Watch { id, after, .. } => watch(&args, &mut client, id, after).await,
+        ClientCommand::Cancel { id, .. } => {
+            let scan = client
+                .cancel_scan(pb::CancelScanRequest { scan_id: id })
+                .await
+                .map_err(rpc_error)?
+                .into_inner();
+            print_scan(&args, &scan);
+            Ok(0)
+        }
+    }
+}
+
+/// Follows a scan to its end: a progress bar on a terminal, one line per
+/// event otherwise (JSON lines with --json), then the final scan.
+async fn watch(
+    args: &ClientArgs,
+    client: &mut Client,
+    id: i64,
+    after: i64,
+) -> anyhow::Result<Exit> {
+    let mut stream = client
+        .watch_scan(pb::WatchScanRequest {
+            scan_id: id,
+            after_sequence: after,
+        })
+        .await
+        .map_err(rpc_error)?
+        .into_inner();
+    let bar = (!args.json && std::io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new(100);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} [{bar:30}] {pos:>3}% {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar
+    });
+    let mut last: Option<pb::Scan> = None;
+    while let Some(event) = stream.message().await.map_err(rpc_error)? {
+        if let Some(s) = &event.scan {
+            last = Some(s.clone());
+        }
+        if args.json {
+            println!(
+                "{}",
+                serde_json_line(&pb::to_json(&event, "hostscan.v1.ScanEvent"))
+            );
+            continue;
+        }
+        match &bar {
+            Some(bar) => {
+                bar.set_position(u64::try_from(event.progress).unwrap_or(0));
+                bar.set_message(format!(
+                    "{} {}",
+                    render::status_name(event.status),
+                    event.current_step
+                ));
+            }
+            None if !event.heartbeat => eprintln!(
+                "[{:>3}%] {} {}",
+                event.progress,
+                render::status_name(event.status),
+                event.current_step
+            ),
+            None => {}
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let Some(scan) = last else {
+        anyhow::bail!("the stream ended without the scan's state");
+    };
+    if !args.json {
+        print!("{}", render::scan(&scan));
+    }
+    Ok(scan_exit(scan.status))
+}
+
+/// One JSON document per line (pretty JSON collapsed), for piping events.
+fn serde_json_line(pretty: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(pretty)
+        .map(|v| v.to_string())
+        .unwrap_or_else(|_| pretty.replace('\n', " "))
+}

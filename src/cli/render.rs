@@ -1,0 +1,238 @@
+//! Human-readable output of scans for the terminal. Pure formatting.
+
+use std::fmt::Write as _;
+
+use crate::pb;
+
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+pub fn duration(secs: i64) -> String {
+    let secs = secs.max(0);
+    let (d, h, m) = (secs / 86_400, secs % 86_400 / 3600, secs % 3600 / 60);
+    match (d, h) {
+        (0, 0) => format!("{m}m {}s", secs % 60),
+        (0, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h {m}m"),
+    }
+}
+
+pub fn status_name(status: i32) -> &'static str {
+    match pb::ScanStatus::try_from(status) {
+        Ok(pb::ScanStatus::Pending) => "PENDING",
+        Ok(pb::ScanStatus::Running) => "RUNNING",
+        Ok(pb::ScanStatus::Completed) => "COMPLETED",
+        Ok(pb::ScanStatus::Failed) => "FAILED",
+        Ok(pb::ScanStatus::Cancelled) => "CANCELLED",
+        _ => "UNKNOWN",
+    }
+}
+
+pub fn type_name(scan_type: i32) -> &'static str {
+    match pb::ScanType::try_from(scan_type) {
+        Ok(pb::ScanType::Quick) => "quick",
+        Ok(pb::ScanType::Full) => "full",
+        _ => "?",
+    }
+}
+
+pub fn target(scan: &pb::Scan) -> String {
+    if scan.hostname.contains(':') {
+        format!("{}@[{}]:{}", scan.username, scan.hostname, scan.port)
+    } else {
+        format!("{}@{}:{}", scan.username, scan.hostname, scan.port)
+    }
+}
+
+fn error_kind_name(kind: i32) -> String {
+    pb::ScanErrorKind::try_from(kind)
+        .map(|k| {
+            k.as_str_name()
+                .trim_start_matches("SCAN_ERROR_KIND_")
+                .to_string()
+        })
+        .unwrap_or_else(|_| kind.to_string())
+}
+
+/// A scan with its results, as an operator wants to read it.
+pub fn scan(s: &pb::Scan) -> String {
+    let mut out = String::new();
+    let took = match (&s.started_at, &s.completed_at) {
+        (Some(a), Some(b)) => {
+            let ms = (b.seconds - a.seconds) * 1000 + i64::from(b.nanos - a.nanos) / 1_000_000;
+            format!("  in {:.2}s", ms as f64 / 1000.0)
+        }
+        _ => String::new(),
+    };
+    let id = if s.id > 0 {
+        format!("Scan {}  ", s.id)
+    } else {
+        String::new()
+    };
+    let _ = writeln!(
+        out,
+        "{id}{}  {}  {}  {}%{took}",
+        target(s),
+        type_name(s.scan_type),
+        status_name(s.status),
+        s.progress
+    );
+    if let Some(e) = &s.error {
+        let _ = writeln!(out, "Error      {}: {}", error_kind_name(e.kind), e.message);
+    }
+    if let Some(r) = &s.results {
+        out.push_str(&results(r));
+    }
+    out
+}
+
+pub fn results(r: &pb::ScanResults) -> String {
+    let mut out = String::new();
+    if !r.hostname.is_empty() || r.uptime_seconds > 0 {
+        let _ = writeln!(
+            out,
+            "Host       {}  up {}",
+            r.hostname,
+            duration(r.uptime_seconds)
+        );
+    }
+    if let Some(os) = &r.os {
+        let name = if os.pretty_name.is_empty() {
+            format!("{} {}", os.name, os.version)
+        } else {
+            os.pretty_name.clone()
+        };
+        let _ = writeln!(out, "OS         {name}  kernel {}  {}", os.kernel, os.arch);
+    }
+    if let Some(m) = &r.memory {
+        let _ = writeln!(
+            out,
+            "Memory     {} of {} used ({:.1}%), {} available; swap {} of {}",
+            bytes(m.used_bytes),
+            bytes(m.total_bytes),
+            m.used_percent,
+            bytes(m.available_bytes),
+            bytes(m.swap_used_bytes),
+            bytes(m.swap_total_bytes)
+        );
+    }
+    if !r.disks.is_empty() {
+        let _ = writeln!(out, "Disks");
+        for d in &r.disks {
+            let _ = writeln!(
+                out,
+                "  {:<24} {:<8} {:>10} of {:>10} used ({:.0}%)  {}",
+                d.mount,
+                d.fs_type,
+                bytes(d.used_bytes),
+                bytes(d.total_bytes),
+                d.used_percent,
+                d.filesystem
+            );
+        }
+    }
+    if let Some(p) = &r.packages {
+        let _ = writeln!(out, "Packages   {} installed ({})", p.count, p.manager);
+        for k in p.recent.iter().take(5) {
+            let when = k
+                .installed_at
+                .as_ref()
+                .and_then(pb::from_timestamp)
+                .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+                .unwrap_or_default();
+            let _ = writeln!(out, "  {when}  {} {}", k.name, k.version);
+        }
+        if p.recent.len() > 5 {
+            let _ = writeln!(out, "  … {} more recent (see --json)", p.recent.len() - 5);
+        }
+    }
+    if !r.processes.is_empty() {
+        let _ = writeln!(out, "Processes  top {} by memory", r.processes.len());
+        for p in r.processes.iter().take(10) {
+            let command: String = p.command.chars().take(60).collect();
+            let _ = writeln!(
+                out,
+                "  {:>7} {:<10} {:>5.1}% cpu {:>10}  {command}",
+                p.pid,
+                p.user,
+                p.cpu_percent,
+                bytes(p.rss_bytes)
+            );
+        }
+    }
+    if !r.network_interfaces.is_empty() {
+        let _ = writeln!(out, "Network");
+        for n in &r.network_interfaces {
+            let addrs: Vec<String> = n
+                .addresses
+                .iter()
+                .map(|a| format!("{}/{}", a.address, a.prefix_length))
+                .collect();
+            let _ = writeln!(
+                out,
+                "  {:<12} {:<8} {:<17} mtu {:<5} {}",
+                n.name,
+                n.state,
+                n.mac,
+                n.mtu,
+                addrs.join(" ")
+            );
+        }
+    }
+    if !r.step_errors.is_empty() {
+        let _ = writeln!(out, "Step errors");
+        for e in &r.step_errors {
+            let _ = writeln!(out, "  {}: {}", e.step, e.message);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units() {
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(8 * 1024 * 1024 * 1024), "8.0 GiB");
+        assert_eq!(duration(59), "0m 59s");
+        assert_eq!(duration(3 * 86_400 + 4 * 3600 + 12 * 60), "3d 4h 12m");
+    }
+
+    #[test]
+    fn failed_scan_says_why() {
+        let s = pb::Scan {
+            id: 3,
+            hostname: "h".into(),
+            port: 22,
+            username: "u".into(),
+            scan_type: pb::ScanType::Quick as i32,
+            status: pb::ScanStatus::Failed as i32,
+            error: Some(pb::ScanError {
+                kind: pb::ScanErrorKind::AuthFailed as i32,
+                message: "authentication failed for u@h:22 (tried 1 key)".into(),
+            }),
+            ..Default::default()
+        };
+        let text = scan(&s);
+        assert!(text.starts_with("Scan 3  u@h:22  quick  FAILED"), "{text}");
+        assert!(
+            text.contains("Error      AUTH_FAILED: authentication failed"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,347 @@
+//! Configuration of `hostscan serve`: flags with `HOSTSCAN_*` environment
+//! twins, validated into a typed `Config` before anything listens. Errors
+//! name the setting. Secrets (API keys, the database password) never print.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::api::ApiKeys;
+use crate::scan::Limits;
+use crate::ssh::{ClientKey, HostKeyPolicy};
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{setting}: {message}")]
+pub struct ConfigError {
+    pub setting: &'static str,
+    pub message: String,
+}
+
+fn err(setting: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        setting,
+        message: message.into(),
+    }
+}
+
+/// `hostscan serve` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on for gRPC.
+    #[arg(long, env = "HOSTSCAN_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// PostgreSQL URL, e.g. postgres://hostscan@127.0.0.1/hostscan.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    /// Private key file for SSH (repeatable; comma-separated in the
+    /// environment). Default: ~/.ssh/id_ed25519, id_ecdsa, id_rsa that exist.
+    #[arg(long = "ssh-key", env = "HOSTSCAN_SSH_KEY", value_delimiter = ',')]
+    pub ssh_keys: Vec<PathBuf>,
+    /// Remote user when a request names none. Default: the local user.
+    #[arg(long, env = "HOSTSCAN_SSH_USER")]
+    pub ssh_user: Option<String>,
+    /// SSH port when a request gives 0.
+    #[arg(long, env = "HOSTSCAN_SSH_PORT", default_value_t = 22)]
+    pub ssh_port: u16,
+    /// OpenSSH known_hosts file consulted first (never written by the server).
+    #[arg(long, env = "HOSTSCAN_KNOWN_HOSTS")]
+    pub known_hosts: Option<PathBuf>,
+    /// strict (known_hosts only), tofu (pin unknown hosts in the database,
+    /// refuse changed keys) or insecure-accept-any.
+    #[arg(long, env = "HOSTSCAN_HOST_KEY_POLICY", default_value = "tofu")]
+    pub host_key_policy: HostKeyPolicy,
+    /// Scans run at once by this replica.
+    #[arg(long, env = "HOSTSCAN_WORKERS", default_value_t = 32)]
+    pub workers: usize,
+    /// Seconds for DNS, TCP connect, SSH handshake and login.
+    #[arg(long, env = "HOSTSCAN_CONNECT_TIMEOUT", default_value_t = 10)]
+    pub connect_timeout: u64,
+    /// Seconds per remote command.
+    #[arg(long, env = "HOSTSCAN_COMMAND_TIMEOUT", default_value_t = 30)]
+    pub command_timeout: u64,
+    /// Seconds for a whole scan.
+    #[arg(long, env = "HOSTSCAN_SCAN_TIMEOUT", default_value_t = 300)]
+    pub scan_timeout: u64,
+    /// Bytes of output kept per command; more is a step error.
+    #[arg(long, env = "HOSTSCAN_MAX_OUTPUT_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_output_bytes: usize,
+    /// SSH channels open at once per scan (OpenSSH allows 10 sessions).
+    #[arg(long, env = "HOSTSCAN_SSH_CHANNELS", default_value_t = 8)]
+    pub ssh_channels: usize,
+    /// API key clients must send as `authorization: Bearer <key>`
+    /// (repeatable; comma-separated in the environment).
+    #[arg(
+        long = "api-key",
+        env = "HOSTSCAN_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<String>,
+    /// Allow listening on a non-loopback address without API keys.
+    #[arg(long, env = "HOSTSCAN_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+    /// Seconds a worker's claim on a scan lasts without a heartbeat.
+    #[arg(long, env = "HOSTSCAN_LEASE_TIMEOUT", default_value_t = 30)]
+    pub lease_timeout: u64,
+    /// Seconds running scans get to finish after SIGTERM before they are requeued.
+    #[arg(long, env = "HOSTSCAN_SHUTDOWN_GRACE", default_value_t = 20)]
+    pub shutdown_grace: u64,
+    /// Seconds of silence after which a WatchScan stream gets a heartbeat.
+    #[arg(long, env = "HOSTSCAN_WATCH_HEARTBEAT", default_value_t = 10)]
+    pub watch_heartbeat: u64,
+    /// Database connections in the pool.
+    #[arg(long, env = "HOSTSCAN_DB_POOL_SIZE", default_value_t = 16)]
+    pub db_pool_size: u32,
+}
+
+/// Validated configuration of the service.
+#[derive(Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub database_url: String,
+    pub keys: Arc<[ClientKey]>,
+    pub ssh_user: String,
+    pub ssh_port: u16,
+    pub known_hosts: Option<PathBuf>,
+    pub host_key_policy: HostKeyPolicy,
+    pub workers: usize,
+    pub connect_timeout: Duration,
+    pub limits: Limits,
+    pub ssh_channels: usize,
+    pub api_keys: ApiKeys,
+    pub lease: Duration,
+    pub shutdown_grace: Duration,
+    pub watch_heartbeat: Duration,
+    pub db_pool_size: u32,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("keys", &self.keys)
+            .field("ssh_user", &self.ssh_user)
+            .field("ssh_port", &self.ssh_port)
+            .field("known_hosts", &self.known_hosts)
+            .field("host_key_policy", &self.host_key_policy)
+            .field("workers", &self.workers)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("limits", &self.limits)
+            .field("api_keys", &self.api_keys)
+            .field("lease", &self.lease)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:<redacted>@host/db`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:<redacted>@{host}"),
+        None => url.to_string(),
+    }
+}
+
+/// The local user name, for defaults.
+pub fn local_user() -> String {
+    ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| "root".into())
+}
+
+/// `~/.ssh/<name>` for the default key files that exist.
+pub fn default_identities() -> Vec<PathBuf> {
+    let Some(home) = std::env::var_os("HOME") else {
+        return Vec::new();
+    };
+    ["id_ed25519", "id_ecdsa", "id_rsa"]
+        .iter()
+        .map(|n| Path::new(&home).join(".ssh").join(n))
+        .filter(|p| p.is_file())
+        .collect()
+}
+
+/// Loads key files, naming `setting` in errors.
+pub fn load_keys(
+    paths: &[PathBuf],
+    setting: &'static str,
+) -> Result<Arc<[ClientKey]>, ConfigError> {
+    let paths = if paths.is_empty() {
+        default_identities()
+    } else {
+        paths.to_vec()
+    };
+    if paths.is_empty() {
+        return Err(err(
+            setting,
+            "no SSH key given and none of ~/.ssh/id_ed25519, id_ecdsa, id_rsa exists",
+        ));
+    }
+    paths
+        .iter()
+        .map(|p| ClientKey::load(p).map_err(|e| err(setting, e.to_string())))
+        .collect()
+}
+
+fn secs(setting: &'static str, value: u64, min: u64, max: u64) -> Result<Duration, ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(Duration::from_secs(value))
+    } else {
+        Err(err(
+            setting,
+            format!("must be {min}-{max} seconds, got {value}"),
+        ))
+    }
+}
+
+impl ServeArgs {
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        if self.database_url.trim().is_empty() {
+            return Err(err("--database-url/DATABASE_URL", "is required"));
+        }
+        let api_keys: Vec<String> = self
+            .api_keys
+            .iter()
+            .map(|k| k.trim().to_string())
+            .filter(|k| !k.is_empty())
+            .collect();
+        if api_keys.iter().any(|k| k.len() < 16) {
+            return Err(err(
+                "--api-key/HOSTSCAN_API_KEYS",
+                "each key must be at least 16 characters",
+            ));
+        }
+        if !self.listen.ip().is_loopback() && api_keys.is_empty() && !self.insecure_no_auth {
+            return Err(err(
+                "--listen/HOSTSCAN_LISTEN",
+                format!(
+                    "{} is not a loopback address and no API key is configured; set --api-key (HOSTSCAN_API_KEYS) or pass --insecure-no-auth",
+                    self.listen
+                ),
+            ));
+        }
+        if !(1..=4096).contains(&self.workers) {
+            return Err(err("--workers/HOSTSCAN_WORKERS", "must be 1-4096"));
+        }
+        if !(1..=9).contains(&self.ssh_channels) {
+            return Err(err(
+                "--ssh-channels/HOSTSCAN_SSH_CHANNELS",
+                "must be 1-9 (OpenSSH allows 10 sessions per connection)",
+            ));
+        }
+        if self.max_output_bytes < 4096 {
+            return Err(err(
+                "--max-output-bytes/HOSTSCAN_MAX_OUTPUT_BYTES",
+                "must be at least 4096",
+            ));
+        }
+        if !(2..=1000).contains(&self.db_pool_size) {
+            return Err(err(
+                "--db-pool-size/HOSTSCAN_DB_POOL_SIZE",
+                "must be 2-1000",
+            ));
+        }
+        let ssh_user = self.ssh_user.unwrap_or_else(local_user);
+        if crate::api::validate_username(&ssh_user).is_err() {
+            return Err(err(
+                "--ssh-user/HOSTSCAN_SSH_USER",
+                format!("{ssh_user:?} is not a valid user name"),
+            ));
+        }
+        if self.ssh_port == 0 {
+            return Err(err("--ssh-port/HOSTSCAN_SSH_PORT", "must be 1-65535"));
+        }
+        if let Some(kh) = &self.known_hosts
+            && !kh.is_file()
+        {
+            return Err(err(
+                "--known-hosts/HOSTSCAN_KNOWN_HOSTS",
+                format!("{} does not exist", kh.display()),
+            ));
+        }
+        if self.host_key_policy == HostKeyPolicy::Strict && self.known_hosts.is_none() {
+            return Err(err(
+                "--host-key-policy/HOSTSCAN_HOST_KEY_POLICY",
+                "strict needs --known-hosts",
+            ));
+        }
+        let command_timeout = secs(
+            "--command-timeout/HOSTSCAN_COMMAND_TIMEOUT",
+            self.command_timeout,
+            1,
+            3600,
+        )?;
+        let scan_timeout = secs(
+            "--scan-timeout/HOSTSCAN_SCAN_TIMEOUT",
+            self.scan_timeout,
+            1,
+            86400,
+        )?;
+        let lease = secs(
+            "--lease-timeout/HOSTSCAN_LEASE_TIMEOUT",
+            self.lease_timeout,
+            2,
+            3600,
+        )?;
+        Ok(Config {
+            listen: self.listen,
+            database_url: self.database_url,
+            keys: load_keys(&self.ssh_keys, "--ssh-key/HOSTSCAN_SSH_KEY")?,
+            ssh_user,
+            ssh_port: self.ssh_port,
+            known_hosts: self.known_hosts,
+            host_key_policy: self.host_key_policy,
+            workers: self.workers,
+            connect_timeout: secs(
+                "--connect-timeout/HOSTSCAN_CONNECT_TIMEOUT",
+                self.connect_timeout,
+                1,
+                600,
+            )?,
+            limits: Limits {
+                command_timeout,
+                scan_timeout,
+                max_output_bytes: self.max_output_bytes,
+            },
+            ssh_channels: self.ssh_channels,
+            api_keys: ApiKeys::new(&api_keys),
+            lease,
+            shutdown_grace: secs(
+                "--shutdown-grace/HOSTSCAN_SHUTDOWN_GRACE",
+                self.shutdown_grace,
+                0,
+                3600,
+            )?,
+            watch_heartbeat: secs(
+                "--watch-heartbeat/HOSTSCAN_WATCH_HEARTBEAT",
+                self.watch_heartbeat,
+                1,
+                15,
+            )?,
+            db_pool_size: self.db_pool_size,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact_url("postgres://u:s3cret@db:5432/x"),
+            "postgres://u:<redacted>@db:5432/x"
+        );
+        assert_eq!(redact_url("postgres://u@db/x"), "postgres://u@db/x");
+        assert_eq!(redact_url("host=db"), "host=db");
+    }
+}

@@ -1,0 +1,17 @@
+//! hostscan: agentless host scanning over SSH, served over gRPC.
+//!
+//! Layers (arrows point one way): `api` → `worker`/`store`/`events`;
+//! `worker` → `scan` → `ssh`; `model` is the shared vocabulary; `serve`
+//! wires everything; `cli` is the terminal front end. See ARCHITECTURE.md.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod events;
+pub mod model;
+pub mod pb;
+pub mod scan;
+pub mod serve;
+pub mod ssh;
+pub mod store;
+pub mod worker;

@@ -1,0 +1,159 @@
+//! The shared vocabulary: scan types, statuses, error kinds, the scan record
+//! and its events. Plain data; every layer may use it, it uses no layer.
+
+pub mod facts;
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+
+pub use facts::ScanResults;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ScanType {
+    Quick,
+    Full,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ScanStatus {
+    Pending,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl ScanStatus {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ScanErrorKind {
+    ConnectionRefused,
+    Timeout,
+    Dns,
+    AuthFailed,
+    HostKeyMismatch,
+    Unreachable,
+    Protocol,
+    Cancelled,
+    Interrupted,
+    Internal,
+}
+
+/// Names as stored in the database and printed in logs.
+macro_rules! names {
+    ($ty:ty { $($variant:ident => $name:literal),* $(,)? }) => {
+        impl $ty {
+            pub const ALL: &'static [$ty] = &[$(<$ty>::$variant),*];
+            pub fn as_str(self) -> &'static str {
+                match self { $(<$ty>::$variant => $name),* }
+            }
+        }
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+        impl FromStr for $ty {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($name => Ok(<$ty>::$variant),)*
+                    other => Err(format!(
+                        "unknown {} {other:?} (expected one of: {})",
+                        stringify!($ty),
+                        [$($name),*].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+
+names!(ScanType { Quick => "quick", Full => "full" });
+names!(ScanStatus {
+    Pending => "pending",
+    Running => "running",
+    Completed => "completed",
+    Failed => "failed",
+    Cancelled => "cancelled",
+});
+names!(ScanErrorKind {
+    ConnectionRefused => "connection_refused",
+    Timeout => "timeout",
+    Dns => "dns",
+    AuthFailed => "auth_failed",
+    HostKeyMismatch => "host_key_mismatch",
+    Unreachable => "unreachable",
+    Protocol => "protocol",
+    Cancelled => "cancelled",
+    Interrupted => "interrupted",
+    Internal => "internal",
+});
+
+/// Why a scan as a whole failed or stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanError {
+    pub kind: ScanErrorKind,
+    pub message: String,
+}
+
+impl fmt::Display for ScanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)
+    }
+}
+
+/// A scan as stored: the request, where it is, and what it found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scan {
+    pub id: i64,
+    pub hostname: String,
+    pub port: u16,
+    pub username: String,
+    pub scan_type: ScanType,
+    pub status: ScanStatus,
+    pub progress: i32,
+    pub current_step: String,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub results: Option<ScanResults>,
+    pub error: Option<ScanError>,
+    pub request_id: Option<String>,
+    /// The sequence of the last event written for this scan.
+    pub sequence: i64,
+}
+
+/// One change of a scan, as published to watchers after it is committed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScanEvent {
+    pub scan_id: i64,
+    pub sequence: i64,
+    pub status: ScanStatus,
+    pub progress: i32,
+    pub current_step: String,
+    pub time: DateTime<Utc>,
+    /// The whole scan, on terminal events.
+    pub scan: Option<Scan>,
+}
+
+impl ScanEvent {
+    /// The event that describes `scan` as it is now.
+    pub fn snapshot(scan: &Scan) -> Self {
+        Self {
+            scan_id: scan.id,
+            sequence: scan.sequence,
+            status: scan.status,
+            progress: scan.progress,
+            current_step: scan.current_step.clone(),
+            time: Utc::now(),
+            scan: Some(scan.clone()),
+        }
+    }
+}

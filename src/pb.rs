@@ -1,0 +1,284 @@
+//! The generated protobuf types of `proto/hostscan/v1/scan.proto`, the
+//! mappings between them and `model`, and the proto3 JSON printer (what
+//! grpcurl prints) used by the CLI. No I/O, no `tonic::Status`.
+
+#![allow(clippy::all, missing_docs)]
+
+use std::sync::LazyLock;
+
+use chrono::{DateTime, Utc};
+use prost_reflect::{DescriptorPool, DynamicMessage};
+
+use crate::model::{self, facts};
+
+tonic::include_proto!("hostscan.v1");
+
+/// Descriptors of the hostscan API, for reflection and JSON.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("hostscan_descriptor");
+
+static POOL: LazyLock<Option<DescriptorPool>> =
+    LazyLock::new(|| DescriptorPool::decode(FILE_DESCRIPTOR_SET).ok());
+
+/// Prints `message` (of proto type `full_name`, e.g. "hostscan.v1.Scan") in
+/// the proto3 JSON mapping, pretty, as grpcurl does.
+pub fn to_json<M: prost::Message>(message: &M, full_name: &str) -> String {
+    let dynamic = POOL
+        .as_ref()
+        .and_then(|pool| pool.get_message_by_name(full_name))
+        .and_then(|desc| DynamicMessage::decode(desc, message.encode_to_vec().as_slice()).ok());
+    let Some(dynamic) = dynamic else {
+        return "{}".into();
+    };
+    let mut out = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(
+        &mut out,
+        serde_json::ser::PrettyFormatter::with_indent(b"  "),
+    );
+    let options = prost_reflect::SerializeOptions::new();
+    if dynamic.serialize_with_options(&mut ser, &options).is_err() {
+        return "{}".into();
+    }
+    String::from_utf8(out).unwrap_or_else(|_| "{}".into())
+}
+
+pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+pub fn from_timestamp(t: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
+}
+
+impl From<model::ScanType> for ScanType {
+    fn from(t: model::ScanType) -> Self {
+        match t {
+            model::ScanType::Quick => Self::Quick,
+            model::ScanType::Full => Self::Full,
+        }
+    }
+}
+
+impl ScanType {
+    pub fn to_model(self) -> Option<model::ScanType> {
+        match self {
+            Self::Unspecified => None,
+            Self::Quick => Some(model::ScanType::Quick),
+            Self::Full => Some(model::ScanType::Full),
+        }
+    }
+}
+
+impl From<model::ScanStatus> for ScanStatus {
+    fn from(s: model::ScanStatus) -> Self {
+        match s {
+            model::ScanStatus::Pending => Self::Pending,
+            model::ScanStatus::Running => Self::Running,
+            model::ScanStatus::Completed => Self::Completed,
+            model::ScanStatus::Failed => Self::Failed,
+            model::ScanStatus::Cancelled => Self::Cancelled,
+        }
+    }
+}
+
+impl ScanStatus {
+    pub fn to_model(self) -> Option<model::ScanStatus> {
+        match self {
+            Self::Unspecified => None,
+            Self::Pending => Some(model::ScanStatus::Pending),
+            Self::Running => Some(model::ScanStatus::Running),
+            Self::Completed => Some(model::ScanStatus::Completed),
+            Self::Failed => Some(model::ScanStatus::Failed),
+            Self::Cancelled => Some(model::ScanStatus::Cancelled),
+        }
+    }
+}
+
+impl From<model::ScanErrorKind> for ScanErrorKind {
+    fn from(k: model::ScanErrorKind) -> Self {
+        use model::ScanErrorKind as K;
+        match k {
+            K::ConnectionRefused => Self::ConnectionRefused,
+            K::Timeout => Self::Timeout,
+            K::Dns => Self::Dns,
+            K::AuthFailed => Self::AuthFailed,
+            K::HostKeyMismatch => Self::HostKeyMismatch,
+            K::Unreachable => Self::Unreachable,
+            K::Protocol => Self::Protocol,
+            K::Cancelled => Self::Cancelled,
+            K::Interrupted => Self::Interrupted,
+            K::Internal => Self::Internal,
+        }
+    }
+}
+
+impl From<&model::ScanError> for ScanError {
+    fn from(e: &model::ScanError) -> Self {
+        Self {
+            kind: ScanErrorKind::from(e.kind) as i32,
+            message: e.message.clone(),
+        }
+    }
+}
+
+impl From<&model::Scan> for Scan {
+    fn from(s: &model::Scan) -> Self {
+        Self {
+            id: s.id,
+            hostname: s.hostname.clone(),
+            port: u32::from(s.port),
+            username: s.username.clone(),
+            scan_type: ScanType::from(s.scan_type) as i32,
+            status: ScanStatus::from(s.status) as i32,
+            progress: s.progress,
+            current_step: s.current_step.clone(),
+            created_at: Some(timestamp(s.created_at)),
+            started_at: s.started_at.map(timestamp),
+            completed_at: s.completed_at.map(timestamp),
+            results: s.results.as_ref().map(ScanResults::from),
+            error: s.error.as_ref().map(ScanError::from),
+            request_id: s.request_id.clone().unwrap_or_default(),
+            sequence: s.sequence,
+        }
+    }
+}
+
+impl From<&model::ScanEvent> for ScanEvent {
+    fn from(e: &model::ScanEvent) -> Self {
+        Self {
+            scan_id: e.scan_id,
+            sequence: e.sequence,
+            status: ScanStatus::from(e.status) as i32,
+            progress: e.progress,
+            current_step: e.current_step.clone(),
+            time: Some(timestamp(e.time)),
+            scan: e.scan.as_ref().map(Scan::from),
+            heartbeat: false,
+        }
+    }
+}
+
+impl From<&facts::ScanResults> for ScanResults {
+    fn from(r: &facts::ScanResults) -> Self {
+        Self {
+            os: r.os.as_ref().map(|o| OsInfo {
+                name: o.name.clone(),
+                version: o.version.clone(),
+                id: o.id.clone(),
+                pretty_name: o.pretty_name.clone(),
+                kernel: o.kernel.clone(),
+                arch: o.arch.clone(),
+            }),
+            hostname: r.hostname.clone(),
+            uptime_seconds: r
+                .uptime_seconds
+                .map_or(0, |u| i64::try_from(u).unwrap_or(i64::MAX)),
+            disks: r
+                .disks
+                .iter()
+                .map(|d| Disk {
+                    filesystem: d.filesystem.clone(),
+                    mount: d.mount.clone(),
+                    total_bytes: d.total_bytes,
+                    used_bytes: d.used_bytes,
+                    available_bytes: d.available_bytes,
+                    used_percent: d.used_percent,
+                    fs_type: d.fs_type.clone(),
+                })
+                .collect(),
+            memory: r.memory.as_ref().map(|m| Memory {
+                total_bytes: m.total_bytes,
+                used_bytes: m.used_bytes,
+                available_bytes: m.available_bytes,
+                used_percent: m.used_percent,
+                swap_total_bytes: m.swap_total_bytes,
+                swap_used_bytes: m.swap_used_bytes,
+            }),
+            packages: r.packages.as_ref().map(|p| Packages {
+                manager: p.manager.clone(),
+                count: i64::try_from(p.count).unwrap_or(i64::MAX),
+                recent: p
+                    .recent
+                    .iter()
+                    .map(|k| Package {
+                        name: k.name.clone(),
+                        version: k.version.clone(),
+                        installed_at: k.installed_at.map(|s| prost_types::Timestamp {
+                            seconds: s,
+                            nanos: 0,
+                        }),
+                    })
+                    .collect(),
+            }),
+            processes: r
+                .processes
+                .iter()
+                .map(|p| Process {
+                    pid: p.pid,
+                    user: p.user.clone(),
+                    cpu_percent: p.cpu_percent,
+                    mem_percent: p.mem_percent,
+                    rss_bytes: p.rss_bytes,
+                    command: p.command.clone(),
+                })
+                .collect(),
+            network_interfaces: r
+                .network_interfaces
+                .iter()
+                .map(|n| NetworkInterface {
+                    name: n.name.clone(),
+                    state: n.state.clone(),
+                    mac: n.mac.clone(),
+                    mtu: n.mtu,
+                    addresses: n
+                        .addresses
+                        .iter()
+                        .map(|a| Address {
+                            family: a.family.clone(),
+                            address: a.address.clone(),
+                            prefix_length: a.prefix_length,
+                        })
+                        .collect(),
+                })
+                .collect(),
+            step_errors: r
+                .step_errors
+                .iter()
+                .map(|e| StepError {
+                    step: e.step.clone(),
+                    message: e.message.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_uses_proto3_mapping() {
+        let scan = Scan {
+            id: 7,
+            status: ScanStatus::Completed as i32,
+            created_at: Some(prost_types::Timestamp {
+                seconds: 0,
+                nanos: 0,
+            }),
+            ..Default::default()
+        };
+        let json = to_json(&scan, "hostscan.v1.Scan");
+        assert!(json.contains("\"id\": \"7\""), "{json}");
+        assert!(
+            json.contains("\"status\": \"SCAN_STATUS_COMPLETED\""),
+            "{json}"
+        );
+        assert!(
+            json.contains("\"createdAt\": \"1970-01-01T00:00:00Z\""),
+            "{json}"
+        );
+    }
+}

@@ -1,0 +1,467 @@
+//! The scan engine: a plan of steps run over one SSH session.
+//!
+//! A scan type is a list of `Step`s (name, weight, constant script, parser).
+//! `run` connects once, runs the steps as concurrent channels, turns each
+//! step's output into facts or a step error, and reports progress as it goes.
+//! It owns no storage and no API: the worker and `probe` call it. Nothing
+//! from a request ever reaches a command line: scripts are constants, the
+//! only number in the wrapper comes from configuration.
+
+pub mod parse;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::model::facts::StepError;
+use crate::model::{ScanError, ScanErrorKind, ScanResults, ScanType};
+use crate::ssh::{ConnectOptions, ExecOutput, Session, SshError, Target};
+use parse::ParseError;
+
+/// One unit of work on the host.
+pub struct Step {
+    pub name: &'static str,
+    /// Share of the progress bar.
+    pub weight: u32,
+    /// Fed to `/bin/sh -s` on the host.
+    pub script: &'static str,
+    pub full_only: bool,
+    apply: fn(&str, &mut ScanResults) -> Result<(), ParseError>,
+}
+
+/// Every step, in the order results are presented.
+pub static STEPS: [Step; 8] = [
+    Step {
+        name: "os",
+        weight: 10,
+        script: parse::os::SCRIPT,
+        full_only: false,
+        apply: |out, r| {
+            r.os = Some(parse::os::parse(out)?);
+            Ok(())
+        },
+    },
+    Step {
+        name: "hostname",
+        weight: 5,
+        script: parse::hostname::SCRIPT,
+        full_only: false,
+        apply: |out, r| {
+            r.hostname = parse::hostname::parse(out)?;
+            Ok(())
+        },
+    },
+    Step {
+        name: "uptime",
+        weight: 5,
+        script: parse::uptime::SCRIPT,
+        full_only: false,
+        apply: |out, r| {
+            r.uptime_seconds = Some(parse::uptime::parse(out)?);
+            Ok(())
+        },
+    },
+    Step {
+        name: "disks",
+        weight: 10,
+        script: parse::disks::SCRIPT,
+        full_only: false,
+        apply: |out, r| {
+            r.disks = parse::disks::parse(out)?;
+            Ok(())
+        },
+    },
+    Step {
+        name: "memory",
+        weight: 10,
+        script: parse::memory::SCRIPT,
+        full_only: false,
+        apply: |out, r| {
+            r.memory = Some(parse::memory::parse(out)?);
+            Ok(())
+        },
+    },
+    Step {
+        name: "packages",
+        weight: 25,
+        script: parse::packages::SCRIPT,
+        full_only: true,
+        apply: |out, r| {
+            r.packages = Some(parse::packages::parse(out)?);
+            Ok(())
+        },
+    },
+    Step {
+        name: "processes",
+        weight: 15,
+        script: parse::processes::SCRIPT,
+        full_only: true,
+        apply: |out, r| {
+            r.processes = parse::processes::parse(out)?;
+            Ok(())
+        },
+    },
+    Step {
+        name: "network",
+        weight: 10,
+        script: parse::network::SCRIPT,
+        full_only: true,
+        apply: |out, r| {
+            r.network_interfaces = parse::network::parse(out)?;
+            Ok(())
+        },
+    },
+];
+
+/// The weight of connecting and logging in, as the first pseudo-step.
+const CONNECT_WEIGHT: u32 = 10;
+pub const CONNECT_STEP: &str = "connect";
+
+/// The steps of a scan type.
+pub fn plan(scan_type: ScanType) -> impl Iterator<Item = &'static Step> {
+    STEPS
+        .iter()
+        .filter(move |s| scan_type == ScanType::Full || !s.full_only)
+}
+
+/// The plan as one script, for running the same work with the OpenSSH
+/// client in benchmarks (`ssh host sh -s < script`).
+pub fn combined_script(scan_type: ScanType) -> String {
+    let mut out = String::from("LC_ALL=C LANG=C; export LC_ALL LANG\n");
+    for step in plan(scan_type) {
+        out.push_str(&format!(
+            "echo '@@@step {}'\n(\n{}\n)\n",
+            step.name, step.script
+        ));
+    }
+    out
+}
+
+/// Time and size limits of one scan.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Per command, enforced on the host (`timeout`, where present) and locally.
+    pub command_timeout: Duration,
+    /// The whole scan, connection included.
+    pub scan_timeout: Duration,
+    /// Bytes of stdout kept per command; the rest is read and discarded.
+    pub max_output_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            command_timeout: Duration::from_secs(30),
+            scan_timeout: Duration::from_secs(300),
+            max_output_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// A progress report. `percent` never decreases within a scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    pub step: &'static str,
+    pub state: StepState,
+    pub percent: i32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepState {
+    Started,
+    Finished,
+    Failed,
+}
+
+/// What a scan produced: facts (possibly partial) and, if the scan as a
+/// whole could not run or was stopped, why.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub results: ScanResults,
+    pub error: Option<ScanError>,
+}
+
+/// The remote wrapper: a POSIX shell with a C locale and the sbin
+/// directories on PATH, under a remote kill timer where `timeout` exists
+/// (sshd does not kill a command when its channel closes). The script comes
+/// on stdin, so the login shell's syntax (csh, fish) never matters.
+pub fn command_line(command_timeout: Duration) -> String {
+    let secs = command_timeout.as_secs().max(1);
+    format!(
+        "/bin/sh -c 'LC_ALL=C LANG=C PATH=\"$PATH:/usr/sbin:/sbin:/usr/local/bin:/usr/local/sbin\"; \
+         export LC_ALL LANG PATH; if command -v timeout >/dev/null 2>&1; \
+         then exec timeout -s KILL {secs} /bin/sh -s; else exec /bin/sh -s; fi'"
+    )
+}
+
+/// Extra local time past the remote limit, for the kill to reach us.
+const LOCAL_GRACE: Duration = Duration::from_secs(2);
+
+/// Runs one scan of `target`. Progress goes to `progress` (a closed
+/// receiver is ignored); `cancel` stops the scan within the current await.
+pub async fn run(
+    target: &Target,
+    scan_type: ScanType,
+    opts: &ConnectOptions,
+    limits: &Limits,
+    progress: &mpsc::UnboundedSender<Progress>,
+    cancel: &CancellationToken,
+) -> Outcome {
+    let start = Instant::now();
+    let scan_deadline = start + limits.scan_timeout;
+    let steps: Vec<&Step> = plan(scan_type).collect();
+    let total = CONNECT_WEIGHT + steps.iter().map(|s| s.weight).sum::<u32>();
+    // Weight of the steps done so far; shared with the step futures, which
+    // report their start with the percent of the moment.
+    let done_weight = AtomicU32::new(0);
+    let report = |step, state| {
+        let done = done_weight.load(Ordering::Relaxed);
+        let percent = i32::try_from(done * 100 / total.max(1)).unwrap_or(100);
+        progress
+            .send(Progress {
+                step,
+                state,
+                percent,
+            })
+            .ok();
+    };
+
+    let mut outcome = Outcome::default();
+    report(CONNECT_STEP, StepState::Started);
+    let session = tokio::select! {
+        biased;
+        _ = cancel.cancelled() => {
+            outcome.error = Some(cancelled());
+            return outcome;
+        }
+        s = Session::connect(target, opts) => s,
+    };
+    let session = match session {
+        Ok(s) => s,
+        Err(e) => {
+            report(CONNECT_STEP, StepState::Failed);
+            outcome.error = Some(ScanError {
+                kind: e.kind(),
+                message: e.to_string(),
+            });
+            return outcome;
+        }
+    };
+    done_weight.fetch_add(CONNECT_WEIGHT, Ordering::Relaxed);
+    report(CONNECT_STEP, StepState::Finished);
+    tracing::debug!(target = %target, elapsed_ms = start.elapsed().as_millis() as u64, "connected");
+
+    let command = command_line(limits.command_timeout);
+    let mut finished = vec![false; steps.len()];
+    let mut running: FuturesUnordered<_> = steps
+        .iter()
+        .enumerate()
+        .map(|(i, step)| {
+            let (session, command, report) = (&session, &command, &report);
+            async move {
+                let deadline =
+                    (Instant::now() + limits.command_timeout + LOCAL_GRACE).min(scan_deadline);
+                report(step.name, StepState::Started);
+                let out = session
+                    .exec(command, step.script, limits.max_output_bytes, deadline)
+                    .await;
+                (i, out)
+            }
+        })
+        .collect();
+
+    let mut stopped: Option<ScanError> = None;
+    let mut deadline_hit = false;
+    loop {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => {
+                stopped = Some(cancelled());
+                break;
+            }
+            _ = tokio::time::sleep_until(scan_deadline) => {
+                deadline_hit = true;
+                break;
+            }
+            next = running.next() => {
+                let Some((i, out)) = next else { break };
+                let step = steps[i];
+                finished[i] = true;
+                done_weight.fetch_add(step.weight, Ordering::Relaxed);
+                match finish_step(step, out, limits, &mut outcome.results) {
+                    Ok(()) => report(step.name, StepState::Finished),
+                    Err(StepFailure::Step(message)) => {
+                        tracing::info!(target = %target, step = step.name, %message, "step failed");
+                        outcome.results.step_errors.push(StepError { step: step.name.into(), message });
+                        report(step.name, StepState::Failed);
+                    }
+                    Err(StepFailure::Lost(e)) => {
+                        stopped = Some(ScanError { kind: e.kind(), message: e.to_string() });
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    drop(running);
+
+    for (step, _) in steps.iter().zip(&finished).filter(|(_, f)| !**f) {
+        let message = if deadline_hit {
+            format!(
+                "not finished within the scan timeout ({}s)",
+                limits.scan_timeout.as_secs()
+            )
+        } else if stopped
+            .as_ref()
+            .is_some_and(|e| e.kind == ScanErrorKind::Cancelled)
+        {
+            continue;
+        } else {
+            "not run: the connection was lost".into()
+        };
+        outcome.results.step_errors.push(StepError {
+            step: step.name.into(),
+            message,
+        });
+    }
+    sort_step_errors(&mut outcome.results.step_errors);
+    outcome.error = stopped;
+    tokio::time::timeout(Duration::from_secs(1), session.close())
+        .await
+        .ok();
+    tracing::debug!(target = %target, elapsed_ms = start.elapsed().as_millis() as u64, "scan finished");
+    outcome
+}
+
+fn cancelled() -> ScanError {
+    ScanError {
+        kind: ScanErrorKind::Cancelled,
+        message: "cancelled".into(),
+    }
+}
+
+/// Step errors in plan order, whatever order the steps finished in.
+fn sort_step_errors(errors: &mut [StepError]) {
+    let rank = |name: &str| {
+        STEPS
+            .iter()
+            .position(|s| s.name == name)
+            .unwrap_or(usize::MAX)
+    };
+    errors.sort_by_key(|e| rank(&e.step));
+}
+
+enum StepFailure {
+    /// The step failed; the scan goes on.
+    Step(String),
+    /// The connection is gone; the scan cannot go on.
+    Lost(SshError),
+}
+
+/// Exit codes of `timeout` (124) and of a process killed by SIGKILL (137).
+const TIMEOUT_EXITS: [u32; 2] = [124, 137];
+/// The shell's "command not found".
+const NOT_FOUND_EXIT: u32 = 127;
+
+fn finish_step(
+    step: &Step,
+    out: Result<ExecOutput, SshError>,
+    limits: &Limits,
+    results: &mut ScanResults,
+) -> Result<(), StepFailure> {
+    let out = match out {
+        Ok(out) => out,
+        Err(e @ SshError::ConnectionLost { .. }) => return Err(StepFailure::Lost(e)),
+        Err(e) => return Err(StepFailure::Step(e.to_string())),
+    };
+    let secs = limits.command_timeout.as_secs().max(1);
+    if out.timed_out || out.exit_status.is_some_and(|c| TIMEOUT_EXITS.contains(&c)) {
+        return Err(StepFailure::Step(format!("timed out after {secs}s")));
+    }
+    if out.discarded > 0 {
+        return Err(StepFailure::Step(format!(
+            "output exceeded the {} byte cap ({} bytes dropped)",
+            limits.max_output_bytes, out.discarded
+        )));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let parsed = (step.apply)(&stdout, results);
+    match (parsed, out.exit_status) {
+        (Ok(()), _) => Ok(()),
+        (Err(e), Some(0)) => Err(StepFailure::Step(format!("unparsable output: {e}"))),
+        (Err(e), status) => {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let first = stderr.lines().map(str::trim).find(|l| !l.is_empty());
+            let why = match (status, out.exit_signal, first) {
+                (Some(NOT_FOUND_EXIT), _, Some(line)) => format!("command not found ({line})"),
+                (Some(NOT_FOUND_EXIT), _, None) => e.to_string(),
+                (_, Some(sig), _) => format!("killed by signal {sig}"),
+                (Some(code), _, Some(line)) => format!("exit status {code}: {line}"),
+                (Some(code), _, None) => format!("exit status {code}: {e}"),
+                (None, None, _) => format!("no exit status: {e}"),
+            };
+            Err(StepFailure::Step(why))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans() {
+        let quick: Vec<_> = plan(ScanType::Quick).map(|s| s.name).collect();
+        assert_eq!(quick, ["os", "hostname", "uptime", "disks", "memory"]);
+        assert_eq!(plan(ScanType::Full).count(), STEPS.len());
+        let total: u32 = CONNECT_WEIGHT + plan(ScanType::Full).map(|s| s.weight).sum::<u32>();
+        assert_eq!(total, 100);
+    }
+
+    #[test]
+    fn command_line_is_constant_but_for_the_number() {
+        let line = command_line(Duration::from_secs(7));
+        assert!(line.contains("timeout -s KILL 7 /bin/sh -s"));
+        assert!(line.starts_with("/bin/sh -c '"));
+        assert_eq!(line.matches('\'').count(), 2);
+    }
+
+    #[test]
+    fn step_failures_say_why() {
+        let limits = Limits::default();
+        let mut results = ScanResults::default();
+        let step = &STEPS[1];
+        let missing = ExecOutput {
+            exit_status: Some(127),
+            stderr: b"sh: 1: uname: not found\n".to_vec(),
+            ..Default::default()
+        };
+        match finish_step(step, Ok(missing), &limits, &mut results) {
+            Err(StepFailure::Step(m)) => {
+                assert_eq!(m, "command not found (sh: 1: uname: not found)")
+            }
+            _ => panic!("expected a step failure"),
+        }
+        let capped = ExecOutput {
+            exit_status: Some(0),
+            discarded: 10,
+            ..Default::default()
+        };
+        match finish_step(step, Ok(capped), &limits, &mut results) {
+            Err(StepFailure::Step(m)) => assert!(m.contains("byte cap"), "{m}"),
+            _ => panic!("expected a step failure"),
+        }
+        let ok = ExecOutput {
+            exit_status: Some(0),
+            stdout: b"@@uname\nweb-1\n".to_vec(),
+            ..Default::default()
+        };
+        assert!(finish_step(step, Ok(ok), &limits, &mut results).is_ok());
+        assert_eq!(results.hostname, "web-1");
+    }
+}

@@ -1,0 +1,597 @@
+//! `network` step: interfaces with their state, MAC, MTU and addresses.
+
+use serde_json::Value;
+
+use super::{ParseError, lines, named_sections, parse_u64, truncate_chars};
+use crate::model::facts::{Address, NetworkInterface};
+
+/// Prints `@@ip-json` (`ip -j addr show`, only if it is a JSON array), else
+/// `@@ip-link` + `@@ip-addr` (`ip -o`, which busybox ip also has), else
+/// `@@ifconfig` (`ifconfig -a`). Exits 127 when none worked.
+pub const SCRIPT: &str = r#"PATH="${PATH:-/usr/bin:/bin}:/usr/sbin:/sbin:/usr/local/sbin"; export PATH
+if command -v ip >/dev/null 2>&1; then
+  if out=$(ip -j addr show 2>/dev/null </dev/null) && [ -n "$out" ]; then
+    case $out in
+      \[*) echo @@ip-json; printf '%s\n' "$out"; exit 0 ;;
+    esac
+  fi
+  if l=$(ip -o link show 2>/dev/null </dev/null) && [ -n "$l" ]; then
+    echo @@ip-link
+    printf '%s\n' "$l" | head -n 2000
+    echo @@ip-addr
+    ip -o addr show 2>/dev/null </dev/null | head -n 5000
+    exit 0
+  fi
+fi
+if command -v ifconfig >/dev/null 2>&1 && out=$(ifconfig -a 2>/dev/null </dev/null) && [ -n "$out" ]; then
+  echo @@ifconfig
+  printf '%s\n' "$out" | head -n 20000
+  exit 0
+fi
+exit 127
+"#;
+
+const MAX_IFACES: usize = 1024;
+const MAX_ADDRS: usize = 256;
+const MAX_NAME: usize = 64;
+
+/// Interfaces in the order the tool listed them.
+pub fn parse(stdout: &str) -> Result<Vec<NetworkInterface>, ParseError> {
+    let secs = named_sections(stdout);
+    let get = |n: &str| secs.iter().find(|(name, _)| *name == n).map(|(_, b)| *b);
+    if let Some(body) = get("ip-json") {
+        return ip_json(body);
+    }
+    if let Some(link) = get("ip-link") {
+        return Ok(ip_oneline(link, get("ip-addr").unwrap_or("")));
+    }
+    if let Some(body) = get("ifconfig") {
+        return Ok(ifconfig(body));
+    }
+    Err(ParseError::new(
+        "no interface list (looked for ip -j, ip -o, ifconfig -a)",
+    ))
+}
+
+fn iface(name: &str) -> NetworkInterface {
+    NetworkInterface {
+        name: truncate_chars(name, MAX_NAME),
+        state: "unknown".to_string(),
+        ..Default::default()
+    }
+}
+
+/// `fe80::1%em0` -> `fe80::1`.
+fn strip_scope(addr: &str) -> &str {
+    addr.split('%').next().unwrap_or(addr)
+}
+
+fn address(family: &str, addr: &str, prefix: u32) -> Option<Address> {
+    let addr = strip_scope(addr);
+    let max = match family {
+        "inet" => 32,
+        "inet6" => 128,
+        _ => return None,
+    };
+    if addr.is_empty() || addr.len() > 64 {
+        return None;
+    }
+    Some(Address {
+        family: family.to_string(),
+        address: addr.to_string(),
+        prefix_length: prefix.min(max),
+    })
+}
+
+fn push_addr(i: &mut NetworkInterface, a: Option<Address>) {
+    if let Some(a) = a
+        && i.addresses.len() < MAX_ADDRS
+        && !i.addresses.contains(&a)
+    {
+        i.addresses.push(a);
+    }
+}
+
+/// Lowercase colon-separated hex (`aa:bb:...`), else None.
+fn mac(s: &str) -> Option<String> {
+    let ok = s.len() <= 64
+        && s.split(':').count() >= 2
+        && s.split(':')
+            .all(|p| !p.is_empty() && p.len() <= 2 && p.bytes().all(|b| b.is_ascii_hexdigit()));
+    ok.then(|| s.to_ascii_lowercase())
+}
+
+fn mtu(s: &str) -> u32 {
+    parse_u64(s)
+        .and_then(|v| u32::try_from(v).ok())
+        .unwrap_or(0)
+}
+
+/// `255.255.255.0` or `0xffffff00` -> 24.
+fn netmask_prefix(s: &str) -> Option<u32> {
+    if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        if hex.is_empty() || hex.len() > 8 {
+            return None;
+        }
+        return u32::from_str_radix(hex, 16).ok().map(u32::count_ones);
+    }
+    let parts: Vec<&str> = s.split('.').collect();
+    if parts.len() != 4 {
+        return None;
+    }
+    let mut bits = 0;
+    for p in parts {
+        let v = parse_u64(p).filter(|v| *v <= 255)?;
+        bits += (v as u32).count_ones();
+    }
+    Some(bits)
+}
+
+/// `1.2.3.4/24` -> (`1.2.3.4`, Some(24)).
+fn split_prefix(s: &str) -> (&str, Option<u32>) {
+    match s.split_once('/') {
+        Some((a, p)) => (a, parse_u64(p).and_then(|v| u32::try_from(v).ok())),
+        None => (s, None),
+    }
+}
+
+fn default_prefix(family: &str) -> u32 {
+    if family == "inet6" { 128 } else { 32 }
+}
+
+fn json_str(v: &Value, key: &str) -> String {
+    v.get(key)
+        .and_then(Value::as_str)
+        .map(|s| truncate_chars(s, MAX_NAME))
+        .unwrap_or_default()
+}
+
+/// `ip -j addr show`.
+fn ip_json(body: &str) -> Result<Vec<NetworkInterface>, ParseError> {
+    let v: Value = serde_json::from_str(body.trim())
+        .map_err(|_| ParseError::new("ip -j output is not valid JSON"))?;
+    let arr = v
+        .as_array()
+        .ok_or_else(|| ParseError::new("ip -j output is not a JSON array"))?;
+    let mut out = Vec::new();
+    for link in arr.iter().take(MAX_IFACES) {
+        let name = json_str(link, "ifname");
+        if name.is_empty() {
+            continue;
+        }
+        let mut i = iface(&name);
+        let state = json_str(link, "operstate").to_ascii_lowercase();
+        if !state.is_empty() {
+            i.state = state;
+        }
+        i.mac = mac(&json_str(link, "address")).unwrap_or_default();
+        i.mtu = link
+            .get("mtu")
+            .and_then(Value::as_u64)
+            .and_then(|m| u32::try_from(m).ok())
+            .unwrap_or(0);
+        if let Some(addrs) = link.get("addr_info").and_then(Value::as_array) {
+            for a in addrs {
+                let family = json_str(a, "family");
+                let prefix = a
+                    .get("prefixlen")
+                    .and_then(Value::as_u64)
+                    .and_then(|p| u32::try_from(p).ok())
+                    .unwrap_or_else(|| default_prefix(&family));
+                push_addr(&mut i, address(&family, &json_str(a, "local"), prefix));
+            }
+        }
+        out.push(i);
+    }
+    Ok(out)
+}
+
+/// `ip -o link show` + `ip -o addr show` (iproute2 and busybox).
+fn ip_oneline(link: &str, addr: &str) -> Vec<NetworkInterface> {
+    let mut out: Vec<NetworkInterface> = Vec::new();
+    for line in lines(link) {
+        let toks: Vec<&str> = line.split_whitespace().collect();
+        // `4: eth0@if12: <FLAGS> mtu 1500 ... state UP ... link/ether aa:.. brd ..`
+        let Some(raw) = toks
+            .get(1)
+            .filter(|_| toks.first().is_some_and(|t| t.ends_with(':')))
+        else {
+            continue;
+        };
+        let name = link_name(raw);
+        if name.is_empty() || out.len() >= MAX_IFACES {
+            continue;
+        }
+        let mut i = iface(name);
+        let mut flags: Vec<&str> = Vec::new();
+        let mut state: Option<String> = None;
+        for (k, t) in toks.iter().enumerate() {
+            let next = toks.get(k + 1).copied().unwrap_or("");
+            if let Some(f) = t.strip_prefix('<').and_then(|f| f.strip_suffix('>')) {
+                flags = f.split(',').collect();
+            } else if *t == "mtu" {
+                i.mtu = mtu(next);
+            } else if *t == "state" && state.is_none() {
+                state = Some(truncate_chars(&next.to_ascii_lowercase(), 32));
+            } else if t.starts_with("link/") && i.mac.is_empty() {
+                i.mac = mac(next).unwrap_or_default();
+            }
+        }
+        i.state = state.unwrap_or_else(|| {
+            // busybox prints no `state`: derive it from the flags.
+            if flags.contains(&"UP") && flags.contains(&"LOWER_UP") {
+                "up".to_string()
+            } else {
+                "down".to_string()
+            }
+        });
+        if let Some(existing) = out.iter_mut().find(|x| x.name == i.name) {
+            *existing = i;
+        } else {
+            out.push(i);
+        }
+    }
+    for line in lines(addr) {
+        let toks: Vec<&str> = line.split_whitespace().collect();
+        // `4: eth0    inet 192.0.2.2/24 brd ... scope global eth0\ ...`
+        let (Some(raw), Some(family), Some(cidr)) = (toks.get(1), toks.get(2), toks.get(3)) else {
+            continue;
+        };
+        if !toks.first().is_some_and(|t| t.ends_with(':')) {
+            continue;
+        }
+        let name = link_name(raw);
+        let (a, prefix) = split_prefix(cidr);
+        let Some(addr) = address(family, a, prefix.unwrap_or_else(|| default_prefix(family)))
+        else {
+            continue;
+        };
+        let pos = match out.iter().position(|x| x.name == name) {
+            Some(p) => p,
+            None if !name.is_empty() && out.len() < MAX_IFACES => {
+                out.push(iface(name));
+                out.len() - 1
+            }
+            None => continue,
+        };
+        if let Some(i) = out.get_mut(pos) {
+            push_addr(i, Some(addr));
+        }
+    }
+    out
+}
+
+/// `eth0@if12:` -> `eth0`.
+fn link_name(raw: &str) -> &str {
+    let n = raw.strip_suffix(':').unwrap_or(raw);
+    n.split('@').next().unwrap_or(n)
+}
+
+/// `ifconfig -a`: Linux net-tools (new and old/busybox) and BSD/macOS forms.
+fn ifconfig(body: &str) -> Vec<NetworkInterface> {
+    let mut out: Vec<NetworkInterface> = Vec::new();
+    let mut cur: Option<Block> = None;
+    for line in lines(body) {
+        if line.trim().is_empty() {
+            continue;
+        }
+        if !line.starts_with(char::is_whitespace) {
+            if let Some(b) = cur.take()
+                && out.len() < MAX_IFACES
+            {
+                out.push(b.finish());
+            }
+            let mut toks = line.split_whitespace();
+            let Some(first) = toks.next() else { continue };
+            let name = first.strip_suffix(':').unwrap_or(first);
+            if name.is_empty() {
+                continue;
+            }
+            let mut b = Block::new(name);
+            b.line(line);
+            cur = Some(b);
+        } else if let Some(b) = cur.as_mut() {
+            b.line(line);
+        }
+    }
+    if let Some(b) = cur.take()
+        && out.len() < MAX_IFACES
+    {
+        out.push(b.finish());
+    }
+    out
+}
+
+struct Block {
+    iface: NetworkInterface,
+    up: bool,
+    running: bool,
+    status: Option<bool>,
+}
+
+impl Block {
+    fn new(name: &str) -> Self {
+        Block {
+            iface: iface(name),
+            up: false,
+            running: false,
+            status: None,
+        }
+    }
+
+    fn flags<'a>(&mut self, flags: impl Iterator<Item = &'a str>) {
+        for f in flags {
+            match f {
+                "UP" => self.up = true,
+                "RUNNING" => self.running = true,
+                _ => {}
+            }
+        }
+    }
+
+    fn line(&mut self, line: &str) {
+        let toks: Vec<&str> = line.split_whitespace().collect();
+        let t = |k: usize| toks.get(k).copied().unwrap_or("");
+        // BSD / new net-tools flags: `flags=8843<UP,BROADCAST,RUNNING>`.
+        for tok in &toks {
+            if let Some(f) = tok.strip_prefix("flags=")
+                && let Some((_, inner)) = f.split_once('<')
+            {
+                let inner = inner.split('>').next().unwrap_or("");
+                self.flags(inner.split(','));
+            }
+        }
+        // Old net-tools / busybox flags line: `UP BROADCAST RUNNING MULTICAST  MTU:1500  Metric:1`.
+        if toks.iter().any(|x| x.starts_with("MTU:")) {
+            self.flags(toks.iter().copied());
+        }
+        for (k, tok) in toks.iter().enumerate() {
+            let next = t(k + 1);
+            if let Some(m) = tok.strip_prefix("MTU:") {
+                self.iface.mtu = mtu(m);
+            } else if *tok == "mtu" {
+                self.iface.mtu = mtu(next);
+            } else if matches!(*tok, "HWaddr" | "ether" | "lladdr" | "address:")
+                && let Some(m) = mac(next)
+            {
+                self.iface.mac = m;
+            }
+        }
+        match t(0) {
+            "status:" => {
+                let rest = toks.get(1..).unwrap_or(&[]).join(" ");
+                self.status = Some(rest == "active" || rest == "associated");
+            }
+            "inet" => self.inet(&toks),
+            "inet6" => self.inet6(&toks),
+            _ => {}
+        }
+    }
+
+    fn inet(&mut self, toks: &[&str]) {
+        let t = |k: usize| toks.get(k).copied().unwrap_or("");
+        let (raw, mut prefix) = match t(1).strip_prefix("addr:") {
+            Some(a) => split_prefix(a),
+            None => split_prefix(t(1)),
+        };
+        for (k, tok) in toks.iter().enumerate() {
+            let mask = if let Some(m) = tok.strip_prefix("Mask:") {
+                Some(m)
+            } else if *tok == "netmask" {
+                Some(t(k + 1))
+            } else {
+                None
+            };
+            if let Some(p) = mask.and_then(netmask_prefix) {
+                prefix = Some(p);
+            }
+        }
+        push_addr(&mut self.iface, address("inet", raw, prefix.unwrap_or(32)));
+    }
+
+    fn inet6(&mut self, toks: &[&str]) {
+        let t = |k: usize| toks.get(k).copied().unwrap_or("");
+        // `inet6 addr: fe80::1/64 Scope:Link`, `inet6 addr:fe80::1/64`, or
+        // `inet6 fe80::1%em0 prefixlen 64 scopeid 0x1`.
+        let raw = if t(1) == "addr:" {
+            t(2)
+        } else {
+            t(1).strip_prefix("addr:").unwrap_or(t(1))
+        };
+        let (a, mut prefix) = split_prefix(raw);
+        for (k, tok) in toks.iter().enumerate() {
+            if *tok == "prefixlen"
+                && let Some(p) = parse_u64(t(k + 1)).and_then(|v| u32::try_from(v).ok())
+            {
+                prefix = Some(p);
+            }
+        }
+        push_addr(&mut self.iface, address("inet6", a, prefix.unwrap_or(128)));
+    }
+
+    fn finish(mut self) -> NetworkInterface {
+        let up = self.up && self.running && self.status.unwrap_or(true);
+        self.iface.state = if up { "up" } else { "down" }.to_string();
+        self.iface
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn find<'a>(v: &'a [NetworkInterface], name: &str) -> &'a NetworkInterface {
+        v.iter()
+            .find(|i| i.name == name)
+            .expect("interface present")
+    }
+
+    fn a(family: &str, address: &str, prefix: u32) -> Address {
+        Address {
+            family: family.into(),
+            address: address.into(),
+            prefix_length: prefix,
+        }
+    }
+
+    #[test]
+    fn debian12_real_json() {
+        let v =
+            parse(include_str!("../../../tests/fixtures/debian12/network.txt")).expect("parses");
+        let lo = find(&v, "lo");
+        assert_eq!(lo.state, "unknown");
+        assert_eq!(lo.mtu, 65536);
+        assert_eq!(lo.addresses[0], a("inet", "127.0.0.1", 8));
+        let eth0 = find(&v, "eth0");
+        assert_eq!(eth0.state, "up");
+        assert_eq!(eth0.mac, "02:fc:00:00:00:01");
+        assert_eq!(eth0.mtu, 1400);
+        assert!(eth0.addresses.contains(&a("inet", "192.0.2.2", 24)));
+        assert!(
+            eth0.addresses
+                .contains(&a("inet6", "fe80::fc:ff:fe00:1", 64))
+        );
+        assert_eq!(find(&v, "ifb0").state, "down");
+    }
+
+    #[test]
+    fn debian12_real_ip_oneline() {
+        let v = parse(include_str!(
+            "../../../tests/fixtures/debian12/network-ip-o.txt"
+        ))
+        .expect("parses");
+        let json =
+            parse(include_str!("../../../tests/fixtures/debian12/network.txt")).expect("parses");
+        assert_eq!(v, json);
+    }
+
+    #[test]
+    fn busybox_on_debian12_real_ip() {
+        let v = parse(include_str!(
+            "../../../tests/fixtures/busybox-on-debian12/network.txt"
+        ))
+        .expect("parses");
+        let eth0 = find(&v, "eth0");
+        assert_eq!(eth0.state, "up");
+        assert_eq!(eth0.mac, "02:fc:00:00:00:01");
+        assert_eq!(eth0.addresses.len(), 3);
+        assert!(eth0.addresses.contains(&a("inet6", "fd00::2", 64)));
+        assert_eq!(find(&v, "lo").state, "up");
+        assert_eq!(find(&v, "ifb1").state, "down");
+    }
+
+    #[test]
+    fn busybox_on_debian12_real_ifconfig() {
+        let v = parse(include_str!(
+            "../../../tests/fixtures/busybox-on-debian12/network-ifconfig.txt"
+        ))
+        .expect("parses");
+        let eth0 = find(&v, "eth0");
+        assert_eq!(eth0.state, "up");
+        assert_eq!(eth0.mac, "02:fc:00:00:00:01");
+        assert_eq!(eth0.mtu, 1400);
+        assert_eq!(eth0.addresses[0], a("inet", "192.0.2.2", 24));
+        assert!(
+            eth0.addresses
+                .contains(&a("inet6", "fe80::fc:ff:fe00:1", 64))
+        );
+        let lo = find(&v, "lo");
+        assert_eq!(lo.mac, "");
+        assert_eq!(lo.addresses[0], a("inet", "127.0.0.1", 8));
+        assert_eq!(find(&v, "ifb0").state, "down");
+    }
+
+    #[test]
+    fn debian12_real_nettools_ifconfig() {
+        let v = parse(include_str!(
+            "../../../tests/fixtures/debian12/network-ifconfig.txt"
+        ))
+        .expect("parses");
+        let eth0 = find(&v, "eth0");
+        assert_eq!(eth0.state, "up");
+        assert_eq!(eth0.mac, "02:fc:00:00:00:01");
+        assert_eq!(eth0.addresses[0], a("inet", "192.0.2.2", 24));
+        assert_eq!(find(&v, "lo").addresses[1], a("inet6", "::1", 128));
+    }
+
+    #[test]
+    fn freebsd14_documented() {
+        let v = parse(include_str!(
+            "../../../tests/fixtures/freebsd14/network.documented.txt"
+        ))
+        .expect("parses");
+        let em0 = find(&v, "em0");
+        assert_eq!(em0.state, "up");
+        assert_eq!(em0.mac, "08:00:27:aa:bb:cc");
+        assert_eq!(em0.mtu, 1500);
+        assert_eq!(em0.addresses[0], a("inet", "10.0.2.15", 24));
+        assert_eq!(em0.addresses[1], a("inet6", "fe80::a00:27ff:feaa:bbcc", 64));
+        let em1 = find(&v, "em1");
+        assert_eq!(em1.state, "down");
+        let lo0 = find(&v, "lo0");
+        assert_eq!(lo0.addresses[0], a("inet6", "::1", 128));
+        assert_eq!(lo0.addresses[2], a("inet", "127.0.0.1", 8));
+    }
+
+    #[test]
+    fn rhel9_documented_veth() {
+        let v = parse(include_str!(
+            "../../../tests/fixtures/rhel9/network.documented.txt"
+        ))
+        .expect("parses");
+        let veth = find(&v, "veth1a2b");
+        assert_eq!(veth.state, "up");
+        assert_eq!(veth.mtu, 1500);
+        assert_eq!(veth.mac, "9a:1b:2c:3d:4e:5f");
+        assert_eq!(find(&v, "eth0").addresses[0], a("inet", "10.10.0.5", 16));
+    }
+
+    #[test]
+    fn container_ip_oneline() {
+        let text = "@@ip-link\n\
+            1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536 qdisc noqueue state UNKNOWN mode DEFAULT group default qlen 1000\\    link/loopback 00:00:00:00:00:00 brd 00:00:00:00:00:00\n\
+            12: eth0@if13: <BROADCAST,MULTICAST,UP,LOWER_UP,M-DOWN> mtu 1450 qdisc noqueue state UP mode DEFAULT group default \\    link/ether 0A:58:0a:f4:01:07 brd ff:ff:ff:ff:ff:ff link-netnsid 0\n\
+            @@ip-addr\n\
+            12: eth0    inet 10.244.1.7/24 brd 10.244.1.255 scope global eth0\\       valid_lft forever preferred_lft forever\n\
+            14: tun0    inet 10.8.0.1 peer 10.8.0.2/32 scope global tun0\n";
+        let v = parse(text).expect("parses");
+        let eth0 = find(&v, "eth0");
+        assert_eq!(eth0.state, "up");
+        assert_eq!(eth0.mtu, 1450);
+        assert_eq!(eth0.mac, "0a:58:0a:f4:01:07");
+        assert_eq!(eth0.addresses, [a("inet", "10.244.1.7", 24)]);
+        // An address whose link line is missing still gets an interface.
+        assert_eq!(find(&v, "tun0").addresses, [a("inet", "10.8.0.1", 32)]);
+    }
+
+    #[test]
+    fn masks() {
+        assert_eq!(netmask_prefix("255.255.255.0"), Some(24));
+        assert_eq!(netmask_prefix("0xffffff00"), Some(24));
+        assert_eq!(netmask_prefix("0xff000000"), Some(8));
+        assert_eq!(netmask_prefix("255.255.256.0"), None);
+        assert_eq!(netmask_prefix("0x"), None);
+        assert_eq!(mac("AA:BB:cc:00:11:22"), Some("aa:bb:cc:00:11:22".into()));
+        assert_eq!(mac("00-00-00-00"), None);
+        assert_eq!(mac("0.0.0.0"), None);
+    }
+
+    #[test]
+    fn junk() {
+        assert!(parse("").is_err());
+        assert!(parse("@@ip-json\n[{\"ifname\":").is_err());
+        assert!(parse("@@ip-json\n{}\n").is_err());
+        assert_eq!(
+            parse("@@ip-json\n[1, {\"ifname\": 3}, {\"ifname\":\"x\",\"mtu\":-1}]\n")
+                .expect("parses")
+                .len(),
+            1
+        );
+        assert_eq!(
+            parse("@@ifconfig\n\r\n   orphan line\r\n")
+                .expect("parses")
+                .len(),
+            0
+        );
+    }
+}

@@ -1,0 +1,295 @@
+//! `hostscan serve`: wires store, hub, workers, the cross-replica bridge,
+//! health and reflection to the gRPC server, and shuts them down in order.
+//!
+//! Shutdown order: health NOT_SERVING → workers stop claiming and finish
+//! (or requeue) within the grace period → watch streams end → the server
+//! stops → background tasks are awaited.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::{Defaults, ScanApi};
+use crate::config::Config;
+use crate::events::Hub;
+use crate::model::ScanEvent;
+use crate::pb::scan_service_server::ScanServiceServer;
+use crate::store::Store;
+use crate::store::listen::{self, Signal};
+use crate::worker::{Settings, Workers};
+
+/// Events a watcher may fall behind before it resyncs from the database.
+const HUB_CAPACITY: usize = 256;
+/// How often the database is pinged for the health status.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// A unique id for this process, used as lease owner and NOTIFY origin.
+fn instance_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap_or_default()
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(40)
+        .collect::<String>();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "{}-{}-{:08x}",
+        if host.is_empty() { "hostscan" } else { &host },
+        std::process::id(),
+        nanos
+    )
+}
+
+/// Runs migrations and exits.
+pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
+    let store = Store::open(database_url, 2, &instance_id())?;
+    let applied = store.migrate().await?;
+    if applied.is_empty() {
+        println!("database is up to date");
+    } else {
+        for m in applied {
+            println!("applied migration {m}");
+        }
+    }
+    Ok(())
+}
+
+/// Serves until `shutdown` resolves, then drains. `bound` receives the
+/// listening address once the socket is bound (tests use port 0).
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+    bound: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+) -> anyhow::Result<()> {
+    let instance = instance_id();
+    let store = Store::open(&config.database_url, config.db_pool_size, &instance)?;
+    store
+        .migrate()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot prepare the database: {e}"))?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("--listen {}: {e}", config.listen))?;
+    let addr = listener.local_addr()?;
+
+    let hub = Hub::new(HUB_CAPACITY);
+    let workers = Workers::start(
+        store.clone(),
+        hub.clone(),
+        Settings {
+            workers: config.workers,
+            keys: config.keys.clone(),
+            known_hosts: config.known_hosts.clone(),
+            host_key_policy: config.host_key_policy,
+            connect_timeout: config.connect_timeout,
+            max_channels: config.ssh_channels,
+            limits: config.limits.clone(),
+            lease: config.lease,
+            idle_poll: Duration::from_secs(5),
+        },
+    );
+
+    // Background tasks: owned here, stopped by `background_stop`.
+    let background = TaskTracker::new();
+    let background_stop = CancellationToken::new();
+    let (signal_tx, signal_rx) = mpsc::unbounded_channel();
+    {
+        let (url, instance, stop) = (
+            store.url().to_string(),
+            instance.clone(),
+            background_stop.clone(),
+        );
+        background.spawn_blocking(move || listen::run(url, instance, signal_tx, stop));
+    }
+    background.spawn(bridge(
+        signal_rx,
+        store.clone(),
+        hub.clone(),
+        workers.clone(),
+        background_stop.clone(),
+    ));
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let draining = CancellationToken::new();
+    background.spawn(health_loop(health.clone(), store.clone(), draining.clone()));
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let streams = TaskTracker::new();
+    let streams_stop = CancellationToken::new();
+    let api = ScanApi::new(
+        store.clone(),
+        hub.clone(),
+        workers.clone(),
+        Defaults {
+            port: config.ssh_port,
+            username: config.ssh_user.clone(),
+        },
+        config.watch_heartbeat,
+        streams_stop.clone(),
+        streams.clone(),
+    );
+    let keys = config.api_keys.clone();
+    let scan_service = ScanServiceServer::with_interceptor(api, move |r| keys.check(r));
+
+    let server_stop = CancellationToken::new();
+    let server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(scan_service)
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(listener),
+            server_stop.clone().cancelled_owned(),
+        );
+    let server = tokio::spawn(server);
+
+    tracing::info!(%addr, workers = config.workers, auth = !config.api_keys.is_empty(), policy = %config.host_key_policy, "hostscan listening on {addr}");
+    if let Some(tx) = bound {
+        tx.send(addr).ok();
+    }
+
+    shutdown.await;
+    tracing::info!(
+        grace_secs = config.shutdown_grace.as_secs(),
+        "shutting down"
+    );
+    draining.cancel();
+    health.set_not_serving::<ScanServiceServer<ScanApi>>().await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    workers.drain(config.shutdown_grace).await;
+    streams_stop.cancel();
+    streams.close();
+    streams.wait().await;
+    server_stop.cancel();
+    match tokio::time::timeout(Duration::from_secs(5), server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server stopped with an error"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "server task failed"),
+        Err(_) => tracing::warn!("server did not stop within 5s"),
+    }
+    background_stop.cancel();
+    background.close();
+    background.wait().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Applies other replicas' signals: wake workers, cancel local scans,
+/// forward remote scans' events to local watchers.
+async fn bridge(
+    mut signals: mpsc::UnboundedReceiver<Signal>,
+    store: Store,
+    hub: Arc<Hub>,
+    workers: Workers,
+    stop: CancellationToken,
+) {
+    loop {
+        let signal = tokio::select! {
+            _ = stop.cancelled() => return,
+            s = signals.recv() => match s { Some(s) => s, None => return },
+        };
+        match signal {
+            Signal::Pending => workers.wake(),
+            Signal::Cancel { scan_id } => {
+                workers.cancel_local(scan_id);
+            }
+            Signal::Event {
+                scan_id,
+                sequence,
+                status,
+                progress,
+                current_step,
+            } => {
+                if !hub.is_watched(scan_id) {
+                    continue;
+                }
+                // Terminal events carry the whole scan: read it once here.
+                let scan = match status.is_terminal() {
+                    true => store.get(scan_id).await.ok().flatten(),
+                    false => None,
+                };
+                hub.publish(ScanEvent {
+                    scan_id,
+                    sequence,
+                    status,
+                    progress,
+                    current_step,
+                    time: chrono::Utc::now(),
+                    scan: scan.filter(|s| s.sequence == sequence),
+                });
+            }
+            Signal::Resync => {
+                workers.wake();
+                for scan_id in hub.watched() {
+                    if let Ok(Some(scan)) = store.get(scan_id).await {
+                        let mut event = ScanEvent::snapshot(&scan);
+                        if !scan.status.is_terminal() {
+                            event.scan = None;
+                        }
+                        hub.publish(event);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// SERVING while the database answers and the server is not draining.
+async fn health_loop(
+    health: tonic_health::server::HealthReporter,
+    store: Store,
+    draining: CancellationToken,
+) {
+    let mut serving = None;
+    loop {
+        let ok = matches!(
+            tokio::time::timeout(HEALTH_INTERVAL, store.ping()).await,
+            Ok(Ok(()))
+        );
+        if draining.is_cancelled() {
+            return;
+        }
+        if serving != Some(ok) {
+            let status = if ok {
+                tonic_health::ServingStatus::Serving
+            } else {
+                tonic_health::ServingStatus::NotServing
+            };
+            if ok {
+                tracing::info!("database reachable: SERVING");
+            } else {
+                tracing::warn!("database unreachable: NOT_SERVING");
+            }
+            health
+                .set_service_status("hostscan.v1.ScanService", status)
+                .await;
+            health.set_service_status("", status).await;
+            serving = Some(ok);
+        }
+        tokio::select! {
+            _ = draining.cancelled() => return,
+            _ = tokio::time::sleep(HEALTH_INTERVAL) => {}
+        }
+    }
+}

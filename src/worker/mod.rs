@@ -1,0 +1,331 @@
+//! The worker pool: claims PENDING scans, runs the engine, writes progress,
+//! publishes events, finishes scans, recovers dead workers' leases.
+//!
+//! Every write goes through the store with this instance as lease owner;
+//! every event is published to the hub only after its write committed, in
+//! sequence order (one task drives one scan). The pool owns all its tasks
+//! through a `TaskTracker` and stops them through `CancellationToken`s.
+
+mod pins;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::events::Hub;
+use crate::model::{Scan, ScanErrorKind, ScanEvent, ScanStatus};
+use crate::scan::{self, Limits, Progress, StepState};
+use crate::ssh::{ClientKey, ConnectOptions, HostKeyPolicy, HostKeyVerifier, Target};
+use crate::store::{Lease, Store};
+
+pub use pins::DatabasePins;
+
+/// What the workers need to know, from `Config`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub workers: usize,
+    pub keys: Arc<[ClientKey]>,
+    pub known_hosts: Option<std::path::PathBuf>,
+    pub host_key_policy: HostKeyPolicy,
+    pub connect_timeout: Duration,
+    pub max_channels: usize,
+    pub limits: Limits,
+    /// A claimed scan not heartbeated for this long is presumed dead.
+    pub lease: Duration,
+    /// How often idle workers look for work they were not told about.
+    pub idle_poll: Duration,
+}
+
+/// Handle to the running pool. Cheap to clone.
+#[derive(Clone)]
+pub struct Workers {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    hub: Arc<Hub>,
+    settings: Settings,
+    verifier: HostKeyVerifier,
+    /// Wakes an idle worker: notified by StartScan and by other replicas.
+    wake: Notify,
+    /// Cancelled to stop claiming (drain).
+    stop_claiming: CancellationToken,
+    /// Cancelled when the drain grace is over: running scans stop and are
+    /// requeued by `drain`.
+    abort: CancellationToken,
+    /// Cancel tokens of scans running here, by scan id. Inserted and
+    /// removed by the task running the scan; cancelled by `cancel_local`.
+    running: Mutex<HashMap<i64, CancellationToken>>,
+    tracker: TaskTracker,
+}
+
+impl Workers {
+    /// Starts `settings.workers` workers and the lease-recovery loop.
+    pub fn start(store: Store, hub: Arc<Hub>, settings: Settings) -> Self {
+        let verifier = HostKeyVerifier {
+            policy: settings.host_key_policy,
+            known_hosts: settings.known_hosts.clone(),
+            pins: Some(Arc::new(DatabasePins::new(store.clone()))),
+        };
+        let inner = Arc::new(Inner {
+            store,
+            hub,
+            verifier,
+            wake: Notify::new(),
+            stop_claiming: CancellationToken::new(),
+            abort: CancellationToken::new(),
+            running: Mutex::new(HashMap::new()),
+            tracker: TaskTracker::new(),
+            settings,
+        });
+        for n in 0..inner.settings.workers.max(1) {
+            let inner2 = Arc::clone(&inner);
+            inner
+                .tracker
+                .spawn(worker_loop(inner2).instrument(tracing::info_span!("worker", n)));
+        }
+        let inner2 = Arc::clone(&inner);
+        inner.tracker.spawn(recovery_loop(inner2));
+        Self { inner }
+    }
+
+    /// A scan became PENDING: wake an idle worker.
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// Cancels `scan_id` if it runs here; true if it did.
+    pub fn cancel_local(&self, scan_id: i64) -> bool {
+        let running = self
+            .inner
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match running.get(&scan_id) {
+            Some(token) => {
+                token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Scans running in this process.
+    pub fn running_count(&self) -> usize {
+        self.inner
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Stops claiming, lets running scans finish for up to `grace`, then
+    /// stops the rest and puts them back to PENDING for another replica.
+    pub async fn drain(&self, grace: Duration) {
+        let inner = &self.inner;
+        inner.stop_claiming.cancel();
+        inner.tracker.close();
+        if tokio::time::timeout(grace, inner.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                running = self.running_count(),
+                "shutdown grace over; requeueing running scans"
+            );
+            inner.abort.cancel();
+            inner.tracker.wait().await;
+        }
+        match inner.store.requeue_owned(inner.store.instance()).await {
+            Ok(scans) => {
+                for s in &scans {
+                    inner.hub.publish(ScanEvent::snapshot(s));
+                }
+                if !scans.is_empty() {
+                    tracing::info!(count = scans.len(), "requeued scans at shutdown");
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not requeue scans at shutdown; their leases will expire")
+            }
+        }
+    }
+}
+
+async fn worker_loop(inner: Arc<Inner>) {
+    loop {
+        if inner.stop_claiming.is_cancelled() {
+            return;
+        }
+        match inner
+            .store
+            .claim_next(inner.store.instance(), inner.settings.lease)
+            .await
+        {
+            Ok(Some(scan)) => {
+                let span = tracing::info_span!("scan", scan_id = scan.id, target = %format!("{}@{}:{}", scan.username, scan.hostname, scan.port));
+                run_one(&inner, scan).instrument(span).await;
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "could not claim a scan"),
+        }
+        tokio::select! {
+            _ = inner.stop_claiming.cancelled() => return,
+            _ = inner.wake.notified() => {}
+            _ = tokio::time::sleep(inner.settings.idle_poll) => {}
+        }
+    }
+}
+
+/// Requeues or fails scans whose worker died, at start and then every
+/// lease period, while the pool claims.
+async fn recovery_loop(inner: Arc<Inner>) {
+    loop {
+        match inner.store.recover_expired().await {
+            Ok(scans) => {
+                for s in &scans {
+                    tracing::warn!(scan_id = s.id, status = %s.status, "recovered a scan whose worker stopped");
+                    publish(&inner.hub, s);
+                }
+                if scans.iter().any(|s| s.status == ScanStatus::Pending) {
+                    inner.wake.notify_waiters();
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "lease recovery failed"),
+        }
+        tokio::select! {
+            _ = inner.stop_claiming.cancelled() => return,
+            _ = tokio::time::sleep(inner.settings.lease) => {}
+        }
+    }
+}
+
+/// Publishes a scan's current state; terminal events carry the whole scan.
+fn publish(hub: &Hub, scan: &Scan) {
+    let mut event = ScanEvent::snapshot(scan);
+    if !scan.status.is_terminal() {
+        event.scan = None;
+    }
+    hub.publish(event);
+}
+
+/// Drives one claimed scan to its end.
+async fn run_one(inner: &Inner, scan: Scan) {
+    let started = std::time::Instant::now();
+    publish(&inner.hub, &scan);
+    let user_cancel = CancellationToken::new();
+    inner
+        .running
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(scan.id, user_cancel.clone());
+    let finished = drive(inner, &scan, &user_cancel).await;
+    inner
+        .running
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(&scan.id);
+    match finished {
+        Some(s) => {
+            tracing::info!(status = %s.status, elapsed_ms = started.elapsed().as_millis() as u64, step_errors = s.results.as_ref().map_or(0, |r| r.step_errors.len()), error = ?s.error.as_ref().map(|e| e.to_string()), "scan finished")
+        }
+        None => tracing::info!("scan left unfinished (lease lost or shutting down)"),
+    }
+}
+
+async fn drive(inner: &Inner, scan: &Scan, user_cancel: &CancellationToken) -> Option<Scan> {
+    let settings = &inner.settings;
+    let store = &inner.store;
+    let owner = store.instance();
+    let target = Target {
+        host: scan.hostname.clone(),
+        port: scan.port,
+        user: scan.username.clone(),
+    };
+    let opts = ConnectOptions {
+        keys: settings.keys.clone(),
+        verifier: inner.verifier.clone(),
+        connect_timeout: settings.connect_timeout,
+        max_channels: settings.max_channels,
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel::<Progress>();
+    let engine_stop = CancellationToken::new();
+    let engine = scan::run(
+        &target,
+        scan.scan_type,
+        &opts,
+        &settings.limits,
+        &tx,
+        &engine_stop,
+    );
+    tokio::pin!(engine);
+    let mut heartbeat = tokio::time::interval(settings.lease / 3);
+    heartbeat.tick().await;
+    // Set when this worker must stop without finishing the scan.
+    let mut abandoned = false;
+    let outcome = loop {
+        tokio::select! {
+            outcome = &mut engine => break outcome,
+            Some(mut p) = rx.recv() => {
+                // Coalesce what queued up while we wrote: the newest wins.
+                while let Ok(next) = rx.try_recv() {
+                    p = next;
+                }
+                match store.record_step(scan.id, owner, p.percent, &step_label(&p), settings.lease).await {
+                    Ok(Some(s)) => publish(&inner.hub, &s),
+                    Ok(None) => { abandoned = true; engine_stop.cancel(); }
+                    Err(e) => tracing::warn!(error = %e, "could not record progress"),
+                }
+            }
+            _ = heartbeat.tick() => match store.heartbeat(scan.id, owner, settings.lease).await {
+                Ok(Lease::Held { cancel_requested: true }) => user_cancel.cancel(),
+                Ok(Lease::Held { .. }) => {}
+                Ok(Lease::Lost) => { abandoned = true; engine_stop.cancel(); }
+                Err(e) => tracing::warn!(error = %e, "lease heartbeat failed"),
+            },
+            _ = user_cancel.cancelled(), if !engine_stop.is_cancelled() => engine_stop.cancel(),
+            _ = inner.abort.cancelled(), if !abandoned => { abandoned = true; engine_stop.cancel(); }
+        }
+    };
+    if abandoned {
+        return None;
+    }
+    let (status, error) = match outcome.error {
+        None => (ScanStatus::Completed, None),
+        Some(e) if e.kind == ScanErrorKind::Cancelled => (ScanStatus::Cancelled, Some(e)),
+        Some(e) => (ScanStatus::Failed, Some(e)),
+    };
+    // The finish write must land even if the database blips: retry briefly.
+    for attempt in 0..5u32 {
+        match store
+            .finish(scan.id, owner, status, &outcome.results, error.as_ref())
+            .await
+        {
+            Ok(Some(s)) => {
+                publish(&inner.hub, &s);
+                return Some(s);
+            }
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(error = %e, attempt, "could not record the scan's end; retrying");
+                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+            }
+        }
+    }
+    None
+}
+
+fn step_label(p: &Progress) -> String {
+    match p.state {
+        StepState::Started => p.step.to_string(),
+        StepState::Finished => format!("{} done", p.step),
+        StepState::Failed => format!("{} failed", p.step),
+    }
+}
