@@ -261,8 +261,16 @@ pub enum ClientCommand {
 
 type Client = ScanServiceClient<InterceptedService<Channel, Auth>>;
 
+/// Adds `authorization: Bearer <key>` to every request when a key is set.
 #[derive(Clone)]
 pub struct Auth(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl Auth {
+    /// `None` if there is no key or it is not printable ASCII.
+    pub fn new(key: Option<&str>) -> Self {
+        Self(key.and_then(|k| format!("Bearer {k}").parse().ok()))
+    }
+}
 
 impl tonic::service::Interceptor for Auth {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
@@ -280,15 +288,11 @@ async fn connect(args: &ClientArgs) -> anyhow::Result<Client> {
         .connect()
         .await
         .with_context(|| format!("cannot reach the hostscan server at {}", args.server))?;
-    let auth = match &args.api_key {
-        Some(key) => Some(
-            format!("Bearer {key}")
-                .parse()
-                .context("--api-key must be printable ASCII")?,
-        ),
-        None => None,
-    };
-    Ok(ScanServiceClient::with_interceptor(channel, Auth(auth)))
+    let auth = Auth::new(args.api_key.as_deref());
+    if args.api_key.is_some() && auth.0.is_none() {
+        anyhow::bail!("--api-key must be printable ASCII");
+    }
+    Ok(ScanServiceClient::with_interceptor(channel, auth))
 }
 
 fn rpc_error(status: Status) -> anyhow::Error {

@@ -7,6 +7,7 @@
 //! from a request ever reaches a command line: scripts are constants, the
 //! only number in the wrapper comes from configuration.
 
+mod driver;
 pub mod parse;
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -20,7 +21,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::model::facts::StepError;
 use crate::model::{ScanError, ScanErrorKind, ScanResults, ScanType};
-use crate::ssh::{ConnectOptions, ExecOutput, Session, SshError, Target};
+use crate::ssh::{ConnectOptions, Session, SshError, Target};
+use driver::StepOutput;
 use parse::ParseError;
 
 /// One unit of work on the host.
@@ -31,6 +33,9 @@ pub struct Step {
     /// Fed to `/bin/sh -s` on the host.
     pub script: &'static str,
     pub full_only: bool,
+    /// Steps of one group run in turn on one channel; groups run at once.
+    /// `df` gets a group of its own: it is what hangs on a stale NFS mount.
+    pub group: u8,
     apply: fn(&str, &mut ScanResults) -> Result<(), ParseError>,
 }
 
@@ -41,6 +46,7 @@ pub static STEPS: [Step; 8] = [
         weight: 10,
         script: parse::os::SCRIPT,
         full_only: false,
+        group: 0,
         apply: |out, r| {
             r.os = Some(parse::os::parse(out)?);
             Ok(())
@@ -51,6 +57,7 @@ pub static STEPS: [Step; 8] = [
         weight: 5,
         script: parse::hostname::SCRIPT,
         full_only: false,
+        group: 0,
         apply: |out, r| {
             r.hostname = parse::hostname::parse(out)?;
             Ok(())
@@ -61,6 +68,7 @@ pub static STEPS: [Step; 8] = [
         weight: 5,
         script: parse::uptime::SCRIPT,
         full_only: false,
+        group: 0,
         apply: |out, r| {
             r.uptime_seconds = Some(parse::uptime::parse(out)?);
             Ok(())
@@ -71,6 +79,7 @@ pub static STEPS: [Step; 8] = [
         weight: 10,
         script: parse::disks::SCRIPT,
         full_only: false,
+        group: 1,
         apply: |out, r| {
             r.disks = parse::disks::parse(out)?;
             Ok(())
@@ -81,6 +90,7 @@ pub static STEPS: [Step; 8] = [
         weight: 10,
         script: parse::memory::SCRIPT,
         full_only: false,
+        group: 0,
         apply: |out, r| {
             r.memory = Some(parse::memory::parse(out)?);
             Ok(())
@@ -91,6 +101,7 @@ pub static STEPS: [Step; 8] = [
         weight: 25,
         script: parse::packages::SCRIPT,
         full_only: true,
+        group: 2,
         apply: |out, r| {
             r.packages = Some(parse::packages::parse(out)?);
             Ok(())
@@ -101,6 +112,7 @@ pub static STEPS: [Step; 8] = [
         weight: 15,
         script: parse::processes::SCRIPT,
         full_only: true,
+        group: 3,
         apply: |out, r| {
             r.processes = parse::processes::parse(out)?;
             Ok(())
@@ -111,6 +123,7 @@ pub static STEPS: [Step; 8] = [
         weight: 10,
         script: parse::network::SCRIPT,
         full_only: true,
+        group: 3,
         apply: |out, r| {
             r.network_interfaces = parse::network::parse(out)?;
             Ok(())
@@ -129,18 +142,14 @@ pub fn plan(scan_type: ScanType) -> impl Iterator<Item = &'static Step> {
         .filter(move |s| scan_type == ScanType::Full || !s.full_only)
 }
 
-/// The plan as one script, for running the same work with the OpenSSH
-/// client in benchmarks (`ssh host sh -s < script`).
-pub fn combined_script(scan_type: ScanType) -> String {
-    let mut out = String::from("LC_ALL=C LANG=C; export LC_ALL LANG\n");
-    for step in plan(scan_type) {
-        out.push_str(&format!(
-            "echo '@@@step {}'\n(\n{}\n)\n",
-            step.name, step.script
-        ));
-    }
-    out
+/// The plan as one driver script, for running the same work with the
+/// OpenSSH client in benchmarks (`ssh host "$COMMAND_LINE" < script`).
+pub fn combined_script(scan_type: ScanType, command_timeout: Duration) -> String {
+    let steps: Vec<&Step> = plan(scan_type).collect();
+    driver::script(&steps, &nonce(), command_timeout)
 }
+
+pub use driver::COMMAND_LINE;
 
 /// Time and size limits of one scan.
 #[derive(Debug, Clone)]
@@ -185,22 +194,6 @@ pub struct Outcome {
     pub results: ScanResults,
     pub error: Option<ScanError>,
 }
-
-/// The remote wrapper: a POSIX shell with a C locale and the sbin
-/// directories on PATH, under a remote kill timer where `timeout` exists
-/// (sshd does not kill a command when its channel closes). The script comes
-/// on stdin, so the login shell's syntax (csh, fish) never matters.
-pub fn command_line(command_timeout: Duration) -> String {
-    let secs = command_timeout.as_secs().max(1);
-    format!(
-        "/bin/sh -c 'LC_ALL=C LANG=C PATH=\"$PATH:/usr/sbin:/sbin:/usr/local/bin:/usr/local/sbin\"; \
-         export LC_ALL LANG PATH; if command -v timeout >/dev/null 2>&1; \
-         then exec timeout -s KILL {secs} /bin/sh -s; else exec /bin/sh -s; fi'"
-    )
-}
-
-/// Extra local time past the remote limit, for the kill to reach us.
-const LOCAL_GRACE: Duration = Duration::from_secs(2);
 
 /// Runs one scan of `target`. Progress goes to `progress` (a closed
 /// receiver is ignored); `cancel` stops the scan within the current await.
@@ -256,24 +249,37 @@ pub async fn run(
     report(CONNECT_STEP, StepState::Finished);
     tracing::debug!(target = %target, elapsed_ms = start.elapsed().as_millis() as u64, "connected");
 
-    let command = command_line(limits.command_timeout);
+    // Groups of steps, each on its own channel, all at once.
+    let mut groups: Vec<Vec<(usize, &Step)>> = Vec::new();
+    for (i, step) in steps.iter().enumerate() {
+        match groups
+            .iter_mut()
+            .find(|g| g.first().is_some_and(|(_, s)| s.group == step.group))
+        {
+            Some(g) => g.push((i, step)),
+            None => groups.push(vec![(i, step)]),
+        }
+    }
+    let nonce = nonce();
+    let started = |name: &'static str| report(name, StepState::Started);
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<driver::Done>();
     let mut finished = vec![false; steps.len()];
-    let mut running: FuturesUnordered<_> = steps
+    let mut running: FuturesUnordered<_> = groups
         .iter()
-        .enumerate()
-        .map(|(i, step)| {
-            let (session, command, report) = (&session, &command, &report);
-            async move {
-                let deadline =
-                    (Instant::now() + limits.command_timeout + LOCAL_GRACE).min(scan_deadline);
-                report(step.name, StepState::Started);
-                let out = session
-                    .exec(command, step.script, limits.max_output_bytes, deadline)
-                    .await;
-                (i, out)
-            }
+        .map(|group| {
+            let done = done_tx.clone();
+            driver::run_group(
+                &session,
+                group,
+                &nonce,
+                limits,
+                scan_deadline,
+                &started,
+                done,
+            )
         })
         .collect();
+    drop(done_tx);
 
     let mut stopped: Option<ScanError> = None;
     let mut deadline_hit = false;
@@ -288,7 +294,8 @@ pub async fn run(
                 deadline_hit = true;
                 break;
             }
-            next = running.next() => {
+            Some(()) = running.next() => {}
+            next = done_rx.recv() => {
                 let Some((i, out)) = next else { break };
                 let step = steps[i];
                 finished[i] = true;
@@ -301,6 +308,7 @@ pub async fn run(
                         report(step.name, StepState::Failed);
                     }
                     Err(StepFailure::Lost(e)) => {
+                        outcome.results.step_errors.push(StepError { step: step.name.into(), message: e.to_string() });
                         stopped = Some(ScanError { kind: e.kind(), message: e.to_string() });
                         break;
                     }
@@ -338,6 +346,19 @@ pub async fn run(
     outcome
 }
 
+/// A per-scan random marker, so command output cannot end a step by accident.
+fn nonce() -> String {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 8];
+    let fallback = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
+        bytes = fallback.to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn cancelled() -> ScanError {
     ScanError {
         kind: ScanErrorKind::Cancelled,
@@ -370,7 +391,7 @@ const NOT_FOUND_EXIT: u32 = 127;
 
 fn finish_step(
     step: &Step,
-    out: Result<ExecOutput, SshError>,
+    out: Result<StepOutput, SshError>,
     limits: &Limits,
     results: &mut ScanResults,
 ) -> Result<(), StepFailure> {
@@ -379,15 +400,17 @@ fn finish_step(
         Err(e @ SshError::ConnectionLost { .. }) => return Err(StepFailure::Lost(e)),
         Err(e) => return Err(StepFailure::Step(e.to_string())),
     };
-    let secs = limits.command_timeout.as_secs().max(1);
-    if out.timed_out || out.exit_status.is_some_and(|c| TIMEOUT_EXITS.contains(&c)) {
-        return Err(StepFailure::Step(format!("timed out after {secs}s")));
-    }
     if out.discarded > 0 {
         return Err(StepFailure::Step(format!(
-            "output exceeded the {} byte cap ({} bytes dropped)",
+            "output exceeded the {} byte cap ({} more bytes dropped)",
             limits.max_output_bytes, out.discarded
         )));
+    }
+    // The remote `timeout -s KILL` exits 124, or 137 when it passes the
+    // KILL on (GNU timeout does).
+    if out.timed_out || out.exit_status.is_some_and(|c| TIMEOUT_EXITS.contains(&c)) {
+        let secs = limits.command_timeout.as_secs().max(1);
+        return Err(StepFailure::Step(format!("timed out after {secs}s")));
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
     let parsed = (step.apply)(&stdout, results);
@@ -397,13 +420,12 @@ fn finish_step(
         (Err(e), status) => {
             let stderr = String::from_utf8_lossy(&out.stderr);
             let first = stderr.lines().map(str::trim).find(|l| !l.is_empty());
-            let why = match (status, out.exit_signal, first) {
-                (Some(NOT_FOUND_EXIT), _, Some(line)) => format!("command not found ({line})"),
-                (Some(NOT_FOUND_EXIT), _, None) => e.to_string(),
-                (_, Some(sig), _) => format!("killed by signal {sig}"),
-                (Some(code), _, Some(line)) => format!("exit status {code}: {line}"),
-                (Some(code), _, None) => format!("exit status {code}: {e}"),
-                (None, None, _) => format!("no exit status: {e}"),
+            let why = match (status, first) {
+                (Some(NOT_FOUND_EXIT), Some(line)) => format!("command not found ({line})"),
+                (Some(NOT_FOUND_EXIT), None) => e.to_string(),
+                (Some(code), Some(line)) => format!("exit status {code}: {line}"),
+                (Some(code), None) => format!("exit status {code}: {e}"),
+                (None, _) => format!("the remote shell ended early: {e}"),
             };
             Err(StepFailure::Step(why))
         }
@@ -424,11 +446,13 @@ mod tests {
     }
 
     #[test]
-    fn command_line_is_constant_but_for_the_number() {
-        let line = command_line(Duration::from_secs(7));
-        assert!(line.contains("timeout -s KILL 7 /bin/sh -s"));
-        assert!(line.starts_with("/bin/sh -c '"));
-        assert_eq!(line.matches('\'').count(), 2);
+    fn driver_script_is_constants_and_the_timeout() {
+        let steps: Vec<&Step> = plan(ScanType::Quick).collect();
+        let script = driver::script(&steps, "abc", Duration::from_secs(7));
+        assert!(script.contains("hs_t='timeout -s KILL 7'"));
+        assert_eq!(script.matches("@@@HS-abc begin").count(), 2 * steps.len());
+        assert_eq!(script.matches("@@@HS-abc end").count(), steps.len());
+        assert_eq!(driver::COMMAND_LINE.matches('\'').count(), 2);
     }
 
     #[test]
@@ -436,7 +460,7 @@ mod tests {
         let limits = Limits::default();
         let mut results = ScanResults::default();
         let step = &STEPS[1];
-        let missing = ExecOutput {
+        let missing = StepOutput {
             exit_status: Some(127),
             stderr: b"sh: 1: uname: not found\n".to_vec(),
             ..Default::default()
@@ -447,7 +471,7 @@ mod tests {
             }
             _ => panic!("expected a step failure"),
         }
-        let capped = ExecOutput {
+        let capped = StepOutput {
             exit_status: Some(0),
             discarded: 10,
             ..Default::default()
@@ -456,7 +480,7 @@ mod tests {
             Err(StepFailure::Step(m)) => assert!(m.contains("byte cap"), "{m}"),
             _ => panic!("expected a step failure"),
         }
-        let ok = ExecOutput {
+        let ok = StepOutput {
             exit_status: Some(0),
             stdout: b"@@uname\nweb-1\n".to_vec(),
             ..Default::default()

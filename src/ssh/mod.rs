@@ -181,22 +181,68 @@ pub struct ConnectOptions {
     pub max_channels: usize,
 }
 
-/// The result of one command.
-#[derive(Debug, Clone, Default)]
-pub struct ExecOutput {
-    /// Up to the cap.
-    pub stdout: Vec<u8>,
-    /// Up to a small cap.
-    pub stderr: Vec<u8>,
-    pub exit_status: Option<u32>,
-    pub exit_signal: Option<String>,
-    /// Bytes of stdout read and dropped past the cap.
-    pub discarded: u64,
-    /// The local deadline passed before the command finished.
-    pub timed_out: bool,
+/// What a running command sends.
+#[derive(Debug)]
+pub enum Chunk {
+    Stdout(bytes::Bytes),
+    Stderr(bytes::Bytes),
+    Exit(u32),
+    Signal(String),
+    /// The channel is closed: nothing more will come.
+    Closed,
 }
 
-const STDERR_CAP: usize = 16 * 1024;
+/// A command running on a channel. Dropping it without `close` leaves the
+/// channel to the server; always `close` (sshd does not kill the command).
+pub struct Exec<'a> {
+    channel: russh::Channel<client::Msg>,
+    session: &'a Session,
+    closed: bool,
+    /// Held for the channel's life: bounds channels per connection.
+    _permit: tokio::sync::SemaphorePermit<'a>,
+}
+
+impl Exec<'_> {
+    /// The next thing the command sent. `Closed` once the channel is done,
+    /// `Err(ConnectionLost)` if the whole connection went away.
+    pub async fn next(&mut self) -> Result<Chunk, SshError> {
+        loop {
+            let msg = self.channel.wait().await;
+            return Ok(match msg {
+                None | Some(ChannelMsg::Close) => {
+                    self.closed = true;
+                    if self.session.handle.is_closed() {
+                        return Err(SshError::ConnectionLost {
+                            addr: self.session.addr.clone(),
+                        });
+                    }
+                    Chunk::Closed
+                }
+                Some(ChannelMsg::Data { data }) => Chunk::Stdout(data),
+                Some(ChannelMsg::ExtendedData { data, .. }) => Chunk::Stderr(data),
+                Some(ChannelMsg::ExitStatus { exit_status }) => Chunk::Exit(exit_status),
+                Some(ChannelMsg::ExitSignal { signal_name, .. }) => {
+                    Chunk::Signal(format!("{signal_name:?}"))
+                }
+                Some(ChannelMsg::Failure) => {
+                    return Err(SshError::Channel(
+                        "the server refused to run the command".into(),
+                    ));
+                }
+                Some(_) => continue,
+            });
+        }
+    }
+
+    /// Asks the server to close the channel (the command sees its pipes
+    /// close). Idempotent.
+    pub async fn close(&mut self) {
+        if !self.closed {
+            self.closed = true;
+            self.channel.close().await.ok();
+        }
+    }
+}
 
 struct Handler {
     host: String,
@@ -354,91 +400,36 @@ impl Session {
         })
     }
 
-    /// Runs `command` with `stdin` as its input, keeping at most `max_output`
-    /// bytes of stdout (the rest is read and dropped so the connection never
-    /// stalls) and giving up at `deadline`.
-    pub async fn exec(
-        &self,
-        command: &str,
-        stdin: &'static str,
-        max_output: usize,
-        deadline: Instant,
-    ) -> Result<ExecOutput, SshError> {
-        let _permit = self
+    /// Starts `command` on a new channel and sends `stdin` (then EOF). The
+    /// channel holds one of the session's channel permits until dropped.
+    pub async fn start(&self, command: &str, stdin: Vec<u8>) -> Result<Exec<'_>, SshError> {
+        let permit = self
             .channels
             .acquire()
             .await
             .map_err(|_| SshError::ConnectionLost {
                 addr: self.addr.clone(),
             })?;
-        let channel = match timeout_at(deadline, self.handle.channel_open_session()).await {
-            Ok(Ok(ch)) => ch,
-            Ok(Err(e)) => return Err(self.channel_error(e)),
-            Err(_) => {
-                return Ok(ExecOutput {
-                    timed_out: true,
-                    ..Default::default()
-                });
-            }
-        };
-        let mut out = ExecOutput::default();
-        let mut channel = channel;
+        let channel = self
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(|e| self.channel_error(e))?;
         let started = async {
             channel.exec(true, command).await?;
             channel.data_bytes(stdin).await?;
             channel.eof().await
         };
-        match timeout_at(deadline, started).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(self.channel_error(e)),
-            Err(_) => {
-                channel.close().await.ok();
-                out.timed_out = true;
-                return Ok(out);
-            }
+        if let Err(e) = started.await {
+            channel.close().await.ok();
+            return Err(self.channel_error(e));
         }
-        loop {
-            match timeout_at(deadline, channel.wait()).await {
-                Err(_) => {
-                    out.timed_out = true;
-                    break;
-                }
-                Ok(None) | Ok(Some(ChannelMsg::Close)) => break,
-                Ok(Some(ChannelMsg::Data { data })) => {
-                    let room = max_output.saturating_sub(out.stdout.len());
-                    let keep = room.min(data.len());
-                    out.stdout
-                        .extend_from_slice(data.get(..keep).unwrap_or_default());
-                    out.discarded += (data.len() - keep) as u64;
-                }
-                Ok(Some(ChannelMsg::ExtendedData { data, .. })) => {
-                    let room = STDERR_CAP.saturating_sub(out.stderr.len());
-                    let keep = room.min(data.len());
-                    out.stderr
-                        .extend_from_slice(data.get(..keep).unwrap_or_default());
-                }
-                Ok(Some(ChannelMsg::ExitStatus { exit_status })) => {
-                    out.exit_status = Some(exit_status)
-                }
-                Ok(Some(ChannelMsg::ExitSignal { signal_name, .. })) => {
-                    out.exit_signal = Some(format!("{signal_name:?}"))
-                }
-                Ok(Some(ChannelMsg::Failure)) => {
-                    channel.close().await.ok();
-                    return Err(SshError::Channel(
-                        "the server refused to run the command".into(),
-                    ));
-                }
-                Ok(Some(_)) => {}
-            }
-        }
-        channel.close().await.ok();
-        if out.exit_status.is_none() && out.exit_signal.is_none() && self.handle.is_closed() {
-            return Err(SshError::ConnectionLost {
-                addr: self.addr.clone(),
-            });
-        }
-        Ok(out)
+        Ok(Exec {
+            channel,
+            session: self,
+            closed: false,
+            _permit: permit,
+        })
     }
 
     fn channel_error(&self, e: russh::Error) -> SshError {

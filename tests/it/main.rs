@@ -1,0 +1,7 @@
+//! hostscan's integration tests, compiled as one binary: real PostgreSQL,
+//! real OpenSSH sshd, the real `hostscan serve` process.
+
+mod support;
+
+mod engine;
+mod faults;

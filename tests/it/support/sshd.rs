@@ -1,0 +1,250 @@
+//! A real OpenSSH `sshd` on a free 127.0.0.1 port, with a generated host key
+//! and an authorized client key, logging in as the current user.
+//!
+//! `Userland` builds a directory put first on the session's PATH (sshd's
+//! `SetEnv`), to run the scan against busybox tools or hostile fakes.
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hostscan::ssh::hostkey::{KnownHostsPins, PinStore};
+use hostscan::ssh::{ClientKey, ConnectOptions, HostKeyPolicy, HostKeyVerifier, Target};
+
+use super::{Tied, current_user, eventually, free_port, is_root, run, temp_dir, write_executable};
+
+/// Keys shared by the sshd instances of a test: one client key they all
+/// authorize, and a host key.
+pub struct Keys {
+    pub dir: tempfile::TempDir,
+    pub client: PathBuf,
+    pub host: PathBuf,
+}
+
+impl Keys {
+    pub fn generate() -> Self {
+        let dir = temp_dir("hostscan-keys-");
+        let client = dir.path().join("client_ed25519");
+        let host = dir.path().join("host_ed25519");
+        keygen(&client, "ed25519");
+        keygen(&host, "ed25519");
+        Self { dir, client, host }
+    }
+
+    /// Another key of type `kind` (ed25519, ecdsa, rsa) in the same dir.
+    pub fn extra(&self, name: &str, kind: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        keygen(&path, kind);
+        path
+    }
+}
+
+pub fn keygen(path: &Path, kind: &str) {
+    let path = path.to_str().expect("utf-8 path");
+    let mut args = vec!["-q", "-t", kind, "-N", "", "-f", path];
+    if kind == "rsa" {
+        args.extend(["-b", "2048"]);
+    }
+    run("ssh-keygen", &args);
+}
+
+/// What the sshd should look like.
+#[derive(Default)]
+pub struct Options {
+    /// Directory put first on the session PATH.
+    pub path_first: Option<PathBuf>,
+    /// Use this host key instead of the shared one.
+    pub host_key: Option<PathBuf>,
+    /// Listen on this port instead of a free one (to restart "the same host").
+    pub port: Option<u16>,
+    /// Public keys authorized besides the client key.
+    pub also_authorize: Vec<PathBuf>,
+}
+
+pub struct Sshd {
+    pub port: u16,
+    pub user: String,
+    pub host_key: PathBuf,
+    _dir: tempfile::TempDir,
+    _process: Tied,
+}
+
+fn sshd_binary() -> &'static str {
+    if Path::new("/usr/sbin/sshd").exists() {
+        "/usr/sbin/sshd"
+    } else {
+        panic!("OpenSSH sshd not found at /usr/sbin/sshd: install openssh-server (see .ci/run)")
+    }
+}
+
+impl Sshd {
+    pub async fn start(keys: &Keys, options: Options) -> Self {
+        let dir = temp_dir("hostscan-sshd-");
+        let port = options.port.unwrap_or_else(free_port);
+        let host_key = options
+            .host_key
+            .clone()
+            .unwrap_or_else(|| keys.host.clone());
+        let authorized = dir.path().join("authorized_keys");
+        let mut text =
+            std::fs::read_to_string(keys.client.with_extension("pub")).expect("client pub");
+        for k in &options.also_authorize {
+            text.push_str(&std::fs::read_to_string(k.with_extension("pub")).expect("pub"));
+        }
+        std::fs::write(&authorized, text).expect("authorized_keys");
+        let mut config = format!(
+            "Port {port}\n\
+             ListenAddress 127.0.0.1\n\
+             HostKey {host}\n\
+             AuthorizedKeysFile {auth}\n\
+             PidFile none\n\
+             StrictModes no\n\
+             UsePAM no\n\
+             PasswordAuthentication no\n\
+             KbdInteractiveAuthentication no\n\
+             PubkeyAuthentication yes\n\
+             PermitRootLogin prohibit-password\n\
+             MaxSessions 10\n\
+             MaxStartups 200:30:400\n\
+             LogLevel FATAL\n",
+            host = host_key.display(),
+            auth = authorized.display(),
+        );
+        if let Some(first) = &options.path_first {
+            config.push_str(&format!("SetEnv PATH={}:/usr/bin:/bin\n", first.display()));
+        }
+        let config_path = dir.path().join("sshd_config");
+        std::fs::write(&config_path, config).expect("sshd_config");
+        if is_root() {
+            std::fs::create_dir_all("/run/sshd").expect("/run/sshd");
+        }
+        let process = Tied::spawn(
+            "sshd",
+            &format!("{} -D -e -f {}", sshd_binary(), config_path.display()),
+            "TERM",
+            "",
+        );
+        // Ready when it sends its banner.
+        eventually(
+            "sshd to send its banner",
+            Duration::from_secs(20),
+            || async move {
+                tokio::task::spawn_blocking(move || {
+                    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+                    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+                    let mut buf = [0u8; 7];
+                    s.read_exact(&mut buf).ok()?;
+                    (&buf == b"SSH-2.0").then_some(())
+                })
+                .await
+                .ok()
+                .flatten()
+            },
+        )
+        .await;
+        Self {
+            port,
+            user: current_user(),
+            host_key,
+            _dir: dir,
+            _process: process,
+        }
+    }
+
+    pub fn target(&self) -> Target {
+        Target {
+            host: "127.0.0.1".into(),
+            port: self.port,
+            user: self.user.clone(),
+        }
+    }
+
+    /// The host key as a known_hosts line for this port.
+    pub fn known_hosts_line(&self) -> String {
+        let public =
+            std::fs::read_to_string(self.host_key.with_extension("pub")).expect("host pub");
+        let mut fields = public.split_whitespace();
+        format!(
+            "[127.0.0.1]:{} {} {}\n",
+            self.port,
+            fields.next().unwrap_or_default(),
+            fields.next().unwrap_or_default()
+        )
+    }
+}
+
+/// Connect options for the engine: `keys` as client keys, a known_hosts file
+/// in `known_hosts` (TOFU pins appended there).
+pub fn connect_options(
+    client_keys: &[PathBuf],
+    known_hosts: &Path,
+    policy: HostKeyPolicy,
+) -> ConnectOptions {
+    let keys: Arc<[ClientKey]> = client_keys
+        .iter()
+        .map(|p| ClientKey::load(p).expect("client key"))
+        .collect();
+    ConnectOptions {
+        keys,
+        verifier: HostKeyVerifier {
+            policy,
+            known_hosts: Some(known_hosts.to_path_buf()),
+            pins: Some(
+                Arc::new(KnownHostsPins::new(known_hosts.to_path_buf())) as Arc<dyn PinStore>
+            ),
+        },
+        connect_timeout: Duration::from_secs(10),
+        max_channels: 8,
+    }
+}
+
+/// A directory of commands put first on a session's PATH.
+pub struct Userland {
+    pub dir: tempfile::TempDir,
+}
+
+impl Userland {
+    /// Every busybox applet, as symlinks to Debian's busybox.
+    pub fn busybox() -> Self {
+        let dir = temp_dir("hostscan-busybox-");
+        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("busybox not found: install the `busybox` package (see .ci/run)");
+        for applet in run(busybox, &["--list"]).lines() {
+            let applet = applet.trim();
+            if applet.is_empty() || applet.contains('/') {
+                continue;
+            }
+            std::os::unix::fs::symlink(busybox, dir.path().join(applet)).expect("symlink");
+        }
+        Self { dir }
+    }
+
+    /// Shell scripts named `name`, shadowing the real commands.
+    pub fn fakes(commands: &[(&str, &str)]) -> Self {
+        let dir = temp_dir("hostscan-fakes-");
+        for (name, body) in commands {
+            write_executable(&dir.path().join(name), &format!("#!/bin/sh\n{body}\n"));
+        }
+        Self { dir }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+}
+
+/// Options with the test's client key and TOFU pins in a fresh known_hosts
+/// file (kept alive by the returned dir).
+pub fn tofu_options(keys: &Keys) -> (tempfile::TempDir, ConnectOptions) {
+    let dir = temp_dir("hostscan-kh-");
+    let opts = connect_options(
+        std::slice::from_ref(&keys.client),
+        &dir.path().join("known_hosts"),
+        HostKeyPolicy::Tofu,
+    );
+    (dir, opts)
+}
