@@ -54,7 +54,7 @@ impl Cluster {
                 "chown",
                 &["postgres:postgres", dir.to_str().expect("utf-8 path")],
             );
-            "runuser -u postgres -- "
+            "setpriv --reuid=postgres --regid=postgres --clear-groups "
         } else {
             ""
         };
@@ -141,7 +141,7 @@ impl Cluster {
             .clone()
             .expect("only a throwaway cluster restarts");
         let as_postgres = if is_root() {
-            "runuser -u postgres -- "
+            "setpriv --reuid=postgres --regid=postgres --clear-groups "
         } else {
             ""
         };
@@ -177,10 +177,12 @@ impl Cluster {
     /// Creates a migrated database and returns its URL.
     pub async fn migrated_database(&self, name: &str) -> String {
         let admin = self.url("postgres");
-        let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE); CREATE DATABASE {name}");
+        let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+        let create = format!("CREATE DATABASE {name}");
         tokio::task::spawn_blocking(move || {
             let mut c = PgConnection::establish(&admin).expect("admin connection");
-            c.batch_execute(&sql).expect("create database")
+            c.batch_execute(&drop).expect("drop database");
+            c.batch_execute(&create).expect("create database")
         })
         .await
         .expect("join");
