@@ -38,6 +38,7 @@ enum LogFormat {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the gRPC service.
+    #[command(args_override_self = true)]
     Serve(ServeArgs),
     /// Apply database migrations and exit.
     Migrate {

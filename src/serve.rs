@@ -27,6 +27,8 @@ use crate::worker::{Settings, Workers};
 
 /// Events a watcher may fall behind before it resyncs from the database.
 const HUB_CAPACITY: usize = 256;
+/// The gRPC service name reported by tonic-health.
+const SERVICE_NAME: &str = "hostscan.v1.ScanService";
 /// How often the database is pinged for the health status.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -120,6 +122,10 @@ pub async fn run(
     ));
 
     let (health, health_service) = tonic_health::server::health_reporter();
+    // The migrations just ran: the database answers.
+    health
+        .set_service_status(SERVICE_NAME, tonic_health::ServingStatus::Serving)
+        .await;
     let draining = CancellationToken::new();
     background.spawn(health_loop(health.clone(), store.clone(), draining.clone()));
 
@@ -261,7 +267,7 @@ async fn health_loop(
     store: Store,
     draining: CancellationToken,
 ) {
-    let mut serving = None;
+    let mut serving = Some(true);
     loop {
         let ok = matches!(
             tokio::time::timeout(HEALTH_INTERVAL, store.ping()).await,

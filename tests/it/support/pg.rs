@@ -66,22 +66,19 @@ impl Cluster {
         );
         run("sh", &["-c", &initdb]);
         let port = free_port();
-        let command = format!(
-            "{as_postgres}{} -D {data} -p {port} -k {dir} -c listen_addresses=127.0.0.1 \
-             -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
-             -c max_connections=600 -c shared_buffers=64MB -c log_min_messages=fatal",
-            bin.join("postgres").display(),
-            data = data.display(),
-            dir = dir.display(),
-        );
-        let process = Tied::spawn(
-            "postgres",
-            &command,
-            "INT",
-            &format!("rm -rf {}", dir.display()),
-        );
-        let base_url = format!("postgres://postgres@127.0.0.1:{port}");
-        let admin = format!("{base_url}/postgres");
+        let process = spawn_server(&dir, port);
+        let cluster = Self {
+            base_url: format!("postgres://postgres@127.0.0.1:{port}"),
+            port,
+            process: Some(process),
+            data_dir: Some(dir),
+        };
+        cluster.wait_ready().await;
+        cluster
+    }
+
+    async fn wait_ready(&self) {
+        let admin = self.url("postgres");
         eventually(
             "PostgreSQL to accept connections",
             Duration::from_secs(30),
@@ -98,12 +95,6 @@ impl Cluster {
             },
         )
         .await;
-        Self {
-            base_url,
-            port,
-            process: Some(process),
-            data_dir: Some(dir),
-        }
     }
 
     fn external(url: &str) -> Self {
@@ -127,8 +118,12 @@ impl Cluster {
         format!("{}/{database}", self.base_url)
     }
 
-    /// Stops the server (fast shutdown: clients are disconnected).
+    /// Stops the server (fast shutdown: clients are disconnected), keeping
+    /// its data for `restart`.
     pub fn stop(&mut self) {
+        if let Some(dir) = &self.data_dir {
+            std::fs::write(dir.join(KEEP), "").ok();
+        }
         if let Some(p) = self.process.as_mut() {
             p.stop();
         }
@@ -140,38 +135,9 @@ impl Cluster {
             .data_dir
             .clone()
             .expect("only a throwaway cluster restarts");
-        let as_postgres = if is_root() {
-            "setpriv --reuid=postgres --regid=postgres --clear-groups "
-        } else {
-            ""
-        };
-        let command = format!(
-            "{as_postgres}{} -D {data} -p {port} -k {dir} -c listen_addresses=127.0.0.1 \
-             -c fsync=off -c max_connections=600 -c log_min_messages=fatal",
-            bin_dir().join("postgres").display(),
-            data = dir.join("data").display(),
-            dir = dir.display(),
-            port = self.port,
-        );
-        self.process = Some(Tied::spawn(
-            "postgres",
-            &command,
-            "INT",
-            &format!("rm -rf {}", dir.display()),
-        ));
-        let admin = self.url("postgres");
-        eventually("PostgreSQL to come back", Duration::from_secs(30), || {
-            let admin = admin.clone();
-            async move {
-                tokio::task::spawn_blocking(move || {
-                    PgConnection::establish(&admin).ok().map(|_| ())
-                })
-                .await
-                .ok()
-                .flatten()
-            }
-        })
-        .await;
+        std::fs::remove_file(dir.join(KEEP)).ok();
+        self.process = Some(spawn_server(&dir, self.port));
+        self.wait_ready().await;
     }
 
     /// Creates a migrated database and returns its URL.
@@ -194,6 +160,27 @@ impl Cluster {
 }
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
+/// A file in the cluster dir that says "stopped on purpose, keep the data".
+const KEEP: &str = "keep";
+
+/// Runs `postgres` on `dir/data` (as the postgres user when we are root),
+/// removing `dir` once it exits unless `dir/keep` exists.
+fn spawn_server(dir: &std::path::Path, port: u16) -> Tied {
+    let as_postgres = if is_root() {
+        "setpriv --reuid=postgres --regid=postgres --clear-groups "
+    } else {
+        ""
+    };
+    let command = format!(
+        "{as_postgres}{} -D {dir}/data -p {port} -k {dir} -c listen_addresses=127.0.0.1 \
+         -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+         -c max_connections=600 -c shared_buffers=64MB -c log_min_messages=panic",
+        bin_dir().join("postgres").display(),
+        dir = dir.display(),
+    );
+    let cleanup = format!("[ -e {dir}/{KEEP} ] || rm -rf {dir}", dir = dir.display());
+    Tied::spawn("postgres", &command, "INT", &cleanup)
+}
 static SHARED: OnceCell<Cluster> = OnceCell::const_new();
 const TEMPLATE: &str = "hostscan_template";
 
