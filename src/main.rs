@@ -46,6 +46,7 @@ enum Command {
         database_url: String,
     },
     /// Scan one host from this terminal: no server, no database.
+    #[command(args_override_self = true)]
     Probe(ProbeArgs),
     #[command(flatten)]
     Client(ClientCommand),

@@ -257,6 +257,11 @@ pub enum ClientCommand {
         client: ClientArgs,
         id: i64,
     },
+    /// Check the server's health (exit 0 when SERVING), e.g. for container health checks.
+    Health {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 type Client = ScanServiceClient<InterceptedService<Channel, Auth>>;
@@ -281,13 +286,38 @@ impl tonic::service::Interceptor for Auth {
     }
 }
 
-async fn connect(args: &ClientArgs) -> anyhow::Result<Client> {
-    let channel = Endpoint::from_shared(args.server.clone())
+async fn health(args: &ClientArgs) -> anyhow::Result<Exit> {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let mut health = HealthClient::new(channel(args).await?);
+    let answer = health
+        .check(HealthCheckRequest {
+            service: "hostscan.v1.ScanService".into(),
+        })
+        .await
+        .map_err(rpc_error)?
+        .into_inner();
+    let status = answer.status();
+    println!("{}", status.as_str_name());
+    Ok(
+        if status == tonic_health::pb::health_check_response::ServingStatus::Serving {
+            0
+        } else {
+            1
+        },
+    )
+}
+
+async fn channel(args: &ClientArgs) -> anyhow::Result<Channel> {
+    Endpoint::from_shared(args.server.clone())
         .with_context(|| format!("--server {:?} is not a URL", args.server))?
         .connect_timeout(Duration::from_secs(5))
         .connect()
         .await
-        .with_context(|| format!("cannot reach the hostscan server at {}", args.server))?;
+        .with_context(|| format!("cannot reach the hostscan server at {}", args.server))
+}
+
+async fn connect(args: &ClientArgs) -> anyhow::Result<Client> {
+    let channel = channel(args).await?;
     let auth = Auth::new(args.api_key.as_deref());
     if args.api_key.is_some() && auth.0.is_none() {
         anyhow::bail!("--api-key must be printable ASCII");
@@ -314,13 +344,17 @@ impl ClientCommand {
             | Self::Get { client, .. }
             | Self::List { client, .. }
             | Self::Watch { client, .. }
-            | Self::Cancel { client, .. } => client,
+            | Self::Cancel { client, .. }
+            | Self::Health { client } => client,
         }
     }
 }
 
 pub async fn client(command: ClientCommand) -> anyhow::Result<Exit> {
     let args = command.args().clone();
+    if let ClientCommand::Health { .. } = command {
+        return health(&args).await;
+    }
     let mut client = connect(&args).await?;
     match command {
         ClientCommand::Scan {
@@ -416,6 +450,7 @@ pub async fn client(command: ClientCommand) -> anyhow::Result<Exit> {
             Ok(0)
         }
         ClientCommand::Watch { id, after, .. } => watch(&args, &mut client, id, after).await,
+        ClientCommand::Health { .. } => health(&args).await,
         ClientCommand::Cancel { id, .. } => {
             let scan = client
                 .cancel_scan(pb::CancelScanRequest { scan_id: id })
