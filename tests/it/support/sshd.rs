@@ -6,6 +6,7 @@
 
 use std::io::Read;
 use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,6 +83,9 @@ fn sshd_binary() -> &'static str {
 impl Sshd {
     pub async fn start(keys: &Keys, options: Options) -> Self {
         let dir = temp_dir("hostscan-sshd-");
+        // sshd reads authorized_keys as the login user, who may not be us.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
         let port = options.port.unwrap_or_else(free_port);
         let host_key = options
             .host_key
