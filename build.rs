@@ -11,6 +11,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     let fds = protox::compile(["hostscan/v1/scan.proto"], ["proto"])?;
     fs::write(out_dir.join("hostscan_descriptor.bin"), fds.encode_to_vec())?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    tonic_prost_build::configure()
+        .codec_path("crate::pb::codec::Codec")
+        .compile_fds(fds)?;
     Ok(())
 }

@@ -657,6 +657,9 @@ struct Fanout {
     complete: bool,
     kib_per_watcher: f64,
     peak_rss_kib: u64,
+    /// CPU per event delivered to one watcher, server and watcher side.
+    server_us_per_delivery: f64,
+    client_us_per_delivery: f64,
 }
 
 async fn fanout(watchers: usize, db: &TestDb) -> Fanout {
@@ -742,6 +745,7 @@ async fn fanout(watchers: usize, db: &TestDb) -> Fanout {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let rss1 = status_kib(server.pid, "VmRSS");
+    let (server_cpu0, own_cpu0) = (process_cpu(server.pid), process_cpu(std::process::id()));
     client
         .cancel_scan(pb::CancelScanRequest {
             scan_id: blocker.id,
@@ -759,14 +763,19 @@ async fn fanout(watchers: usize, db: &TestDb) -> Fanout {
         }
         all.extend(delays);
     }
+    let server_cpu = process_cpu(server.pid) - server_cpu0;
+    let client_cpu = process_cpu(std::process::id()) - own_cpu0;
     let reference = reference.unwrap_or_default();
     complete &= reference.windows(2).all(|w| w[1] == w[0] + 1);
+    let deliveries = (watchers * reference.len()).max(1) as f64;
     Fanout {
         watchers,
         events: reference.len(),
         delay: stats(all),
         complete,
         kib_per_watcher: rss1.saturating_sub(rss0) as f64 / watchers as f64,
+        server_us_per_delivery: server_cpu * 1e6 / deliveries,
+        client_us_per_delivery: client_cpu * 1e6 / deliveries,
         peak_rss_kib: status_kib(server.pid, "VmHWM"),
     }
 }
@@ -926,6 +935,25 @@ fn status_line(path: &str, field: &str) -> u64 {
 }
 
 async fn run(plan: Plan) -> anyhow::Result<String> {
+    // For profiling one phase: HOSTSCAN_BENCH_FANOUT=N runs only the fan-out.
+    if let Some(n) = std::env::var("HOSTSCAN_BENCH_FANOUT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        let f = fanout(n, &TestDb::new().await).await;
+        return Ok(format!(
+            "fan-out {} watchers: {} events, complete {}, delay p50 {:.1} / p99 {:.1} ms, {:.1} KiB per watcher, peak {:.1} MiB, CPU us per delivery: server {:.1}, watchers {:.1}\n",
+            f.watchers,
+            f.events,
+            f.complete,
+            f.delay.median,
+            f.delay.p99,
+            f.kib_per_watcher,
+            f.peak_rss_kib as f64 / 1024.0,
+            f.server_us_per_delivery,
+            f.client_us_per_delivery
+        ));
+    }
     let db = TestDb::new().await;
     eprintln!("bench: single-scan latency ({} runs)", plan.latency_runs);
     let latency = latency(&plan, &db).await;
@@ -1032,19 +1060,21 @@ async fn run(plan: Plan) -> anyhow::Result<String> {
 
     let _ = writeln!(
         md,
-        "## 3. Fan-out\n\nOne quick scan watched by N concurrent WatchScan streams (100 per HTTP/2 connection), all subscribed before the scan starts. Delay: from the worker's publish (the event's `time`) to the watcher's receive, over every event of every watcher.\n\n| watchers | events each | every watcher got every event | delay p50 / p99 ms | server memory per watcher | server peak RSS |\n|---|---|---|---|---|---|"
+        "## 3. Fan-out\n\nOne quick scan watched by N concurrent WatchScan streams (100 per HTTP/2 connection), all subscribed before the scan starts. Delay: from the worker's publish (the event's `time`) to the watcher's receive, over every event of every watcher.\n\n| watchers | events each | every watcher got every event | delay p50 / p99 ms | server memory per watcher | server peak RSS | CPU µs per delivery: server / watchers |\n|---|---|---|---|---|---|---|"
     );
     for f in &fanouts {
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {:.1} / {:.1} | {:.1} KiB | {:.1} MiB |",
+            "| {} | {} | {} | {:.1} / {:.1} | {:.1} KiB | {:.1} MiB | {:.1} / {:.1} |",
             f.watchers,
             f.events,
             if f.complete { "yes" } else { "**no**" },
             f.delay.median,
             f.delay.p99,
             f.kib_per_watcher,
-            f.peak_rss_kib as f64 / 1024.0
+            f.peak_rss_kib as f64 / 1024.0,
+            f.server_us_per_delivery,
+            f.client_us_per_delivery
         );
     }
 

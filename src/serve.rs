@@ -138,7 +138,6 @@ pub async fn run(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    let streams = TaskTracker::new();
     let streams_stop = CancellationToken::new();
     let api = ScanApi::new(
         store.clone(),
@@ -150,7 +149,6 @@ pub async fn run(
         },
         config.watch_heartbeat,
         streams_stop.clone(),
-        streams.clone(),
     );
     let keys = config.api_keys.clone();
     let scan_service = ScanServiceServer::with_interceptor(api, move |r| keys.check(r));
@@ -184,9 +182,9 @@ pub async fn run(
         .set_service_status("", tonic_health::ServingStatus::NotServing)
         .await;
     workers.drain(config.shutdown_grace).await;
+    // Open watch streams end (UNAVAILABLE, with where to resume); the server
+    // then stops once in-flight calls are done.
     streams_stop.cancel();
-    streams.close();
-    streams.wait().await;
     server_stop.cancel();
     match tokio::time::timeout(Duration::from_secs(5), server).await {
         Ok(Ok(Ok(()))) => {}

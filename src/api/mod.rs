@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status};
 
 use crate::events::Hub;
@@ -72,8 +71,6 @@ pub struct ScanApi {
     watch_heartbeat: Duration,
     /// Cancelled at shutdown: open watch streams end.
     shutdown: CancellationToken,
-    /// Owns the watch stream tasks; `serve` waits for them at shutdown.
-    tracker: TaskTracker,
 }
 
 impl ScanApi {
@@ -84,7 +81,6 @@ impl ScanApi {
         defaults: Defaults,
         watch_heartbeat: Duration,
         shutdown: CancellationToken,
-        tracker: TaskTracker,
     ) -> Self {
         Self {
             store,
@@ -93,7 +89,6 @@ impl ScanApi {
             defaults,
             watch_heartbeat,
             shutdown,
-            tracker,
         }
     }
 }
