@@ -259,3 +259,41 @@ async fn the_readme_grpcurl_examples_work() {
         outputs[5]
     );
 }
+
+#[tokio::test]
+async fn migrate_runs_the_migrations_alone() {
+    let cluster = crate::support::pg::shared().await;
+    let name = format!("migrate_{}", std::process::id());
+    let admin = cluster.url("postgres");
+    let create = format!("CREATE DATABASE {name}");
+    tokio::task::spawn_blocking(move || {
+        use diesel::Connection;
+        use diesel::connection::SimpleConnection;
+        let mut c = diesel::PgConnection::establish(&admin).expect("admin");
+        c.batch_execute(&create).expect("create");
+    })
+    .await
+    .expect("join");
+    let url = cluster.url(&name);
+    let out = hostscan(&["migrate", "--database-url", &url]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("applied migration"),
+        "{}",
+        text(&out.stdout)
+    );
+    let again = hostscan(&["migrate", "--database-url", &url]);
+    assert_eq!(text(&again.stdout).trim(), "database is up to date");
+    // An unreachable database is a clear error, exit 2.
+    let out = hostscan(&[
+        "migrate",
+        "--database-url",
+        &format!("postgres://postgres@127.0.0.1:{}/x", free_port()),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("database unavailable"),
+        "{}",
+        text(&out.stderr)
+    );
+}
