@@ -131,9 +131,10 @@ fn machine_cpu() -> f64 {
     busy / clock_ticks()
 }
 
-/// A `/proc/PID/status` field in KiB (VmRSS, VmHWM).
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
+/// A "Field: value" number from a /proc file (VmRSS and VmHWM in
+/// `/proc/PID/status` are KiB, as is MemTotal in `/proc/meminfo`).
+fn proc_field(path: &str, field: &str) -> u64 {
+    std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
         .find_map(|l| {
@@ -145,6 +146,10 @@ fn status_kib(pid: u32, field: &str) -> u64 {
                 .ok()
         })
         .unwrap_or(0)
+}
+
+fn status_kib(pid: u32, field: &str) -> u64 {
+    proc_field(&format!("/proc/{pid}/status"), field)
 }
 
 #[derive(Clone, Copy, Default)]
@@ -893,7 +898,7 @@ fn machine() -> BTreeMap<&'static str, String> {
     m.insert("cpu", format!("{} × {model}", first("nproc", &[])));
     m.insert(
         "memory",
-        format!("{} MiB", status_line("/proc/meminfo", "MemTotal") / 1024),
+        format!("{} MiB", proc_field("/proc/meminfo", "MemTotal") / 1024),
     );
     m.insert("kernel", first("uname", &["-sr"]));
     m.insert("openssh", first("ssh", &["-V"]));
@@ -917,21 +922,6 @@ fn machine() -> BTreeMap<&'static str, String> {
         ),
     );
     m
-}
-
-fn status_line(path: &str, field: &str) -> u64 {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(field)?
-                .trim_start_matches(':')
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
 }
 
 async fn run(plan: Plan) -> anyhow::Result<String> {

@@ -182,6 +182,10 @@ impl ScanRow {
     }
 }
 
+fn model(row: Option<ScanRow>) -> Result<Option<Scan>, StoreError> {
+    row.map(ScanRow::into_model).transpose()
+}
+
 fn models(rows: Vec<ScanRow>) -> Result<Vec<Scan>, StoreError> {
     rows.into_iter().map(ScanRow::into_model).collect()
 }
@@ -402,9 +406,9 @@ impl Store {
             .bind::<Text, _>(owner)
             .bind::<Integer, _>(secs)
             .get_result::<ScanRow>(conn)
-            .optional()?
-            .map(ScanRow::into_model)
-            .transpose()
+            .optional()
+            .map_err(StoreError::from)
+            .and_then(model)
         })
         .await
     }
@@ -433,9 +437,9 @@ impl Store {
             .bind::<Text, _>(step)
             .bind::<Integer, _>(secs)
             .get_result::<ScanRow>(conn)
-            .optional()?
-            .map(ScanRow::into_model)
-            .transpose()
+            .optional()
+            .map_err(StoreError::from)
+            .and_then(model)
         })
         .await
     }
@@ -506,9 +510,9 @@ impl Store {
             .bind::<diesel::sql_types::Nullable<Text>, _>(kind)
             .bind::<diesel::sql_types::Nullable<Text>, _>(message)
             .get_result::<ScanRow>(conn)
-            .optional()?
-            .map(ScanRow::into_model)
-            .transpose()
+            .optional()
+            .map_err(StoreError::from)
+            .and_then(model)
         })
         .await
     }

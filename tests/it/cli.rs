@@ -89,20 +89,7 @@ async fn probe_prints_facts_and_exits_by_outcome() {
 }
 
 async fn server_for(keys: &Keys, sshd: &Sshd, db: &TestDb) -> Server {
-    let args: Vec<String> = [
-        "--ssh-key",
-        keys.client.to_str().expect("utf-8"),
-        "--ssh-user",
-        &sshd.user,
-        "--ssh-port",
-        &sshd.port.to_string(),
-        "--db-pool-size",
-        "4",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    Server::start(&db.url, &args).await
+    Server::start(&db.url, &crate::e2e::server_args(keys, sshd, &[])).await
 }
 
 #[tokio::test]

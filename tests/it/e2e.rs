@@ -58,7 +58,7 @@ impl Env {
     }
 }
 
-fn server_args(keys: &Keys, sshd: &Sshd, extra: &[&str]) -> Vec<String> {
+pub(crate) fn server_args(keys: &Keys, sshd: &Sshd, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = [
         "--ssh-key",
         keys.client.to_str().expect("utf-8"),
@@ -76,6 +76,22 @@ fn server_args(keys: &Keys, sshd: &Sshd, extra: &[&str]) -> Vec<String> {
     .collect();
     args.extend(extra.iter().map(|s| s.to_string()));
     args
+}
+
+/// Waits until scan `id` is RUNNING (a worker claimed it).
+async fn wait_for_running(client: &Client, id: i64) {
+    eventually("the scan to run", Duration::from_secs(30), || {
+        let mut client = client.clone();
+        async move {
+            let s = client
+                .get_scan(pb::GetScanRequest { scan_id: id })
+                .await
+                .ok()?
+                .into_inner();
+            (s.status == pb::ScanStatus::Running as i32).then_some(())
+        }
+    })
+    .await;
 }
 
 /// Reads a watch stream to its end: every event, in order.
@@ -241,20 +257,7 @@ async fn five_hundred_watchers_see_the_same_complete_sequence() {
         .await
         .expect("start")
         .into_inner();
-    eventually("the blocker to run", Duration::from_secs(30), || {
-        let mut client = client.clone();
-        async move {
-            let s = client
-                .get_scan(pb::GetScanRequest {
-                    scan_id: blocker.id,
-                })
-                .await
-                .ok()?
-                .into_inner();
-            (s.status == pb::ScanStatus::Running as i32).then_some(())
-        }
-    })
-    .await;
+    wait_for_running(&client, blocker.id).await;
     let watched = client
         .start_scan(env.start_request(pb::ScanType::Quick))
         .await
@@ -383,18 +386,7 @@ async fn cancel_of_a_pending_scan_is_immediate() {
         .await
         .expect("start")
         .into_inner();
-    eventually("the first scan to run", Duration::from_secs(30), || {
-        let mut client = client.clone();
-        async move {
-            let s = client
-                .get_scan(pb::GetScanRequest { scan_id: busy.id })
-                .await
-                .ok()?
-                .into_inner();
-            (s.status == pb::ScanStatus::Running as i32).then_some(())
-        }
-    })
-    .await;
+    wait_for_running(&client, busy.id).await;
     let pending = client
         .start_scan(env.start_request(pb::ScanType::Quick))
         .await
@@ -815,18 +807,7 @@ async fn sigterm_past_the_grace_period_requeues() {
         .await
         .expect("start")
         .into_inner();
-    eventually("the scan to run", Duration::from_secs(30), || {
-        let mut client = client.clone();
-        async move {
-            let s = client
-                .get_scan(pb::GetScanRequest { scan_id: scan.id })
-                .await
-                .ok()?
-                .into_inner();
-            (s.status == pb::ScanStatus::Running as i32).then_some(())
-        }
-    })
-    .await;
+    wait_for_running(&client, scan.id).await;
     let mut stream = client
         .watch_scan(pb::WatchScanRequest {
             scan_id: scan.id,
@@ -882,18 +863,7 @@ async fn a_killed_server_leaves_no_scan_running_forever() {
         .await
         .expect("start")
         .into_inner();
-    eventually("the scan to run", Duration::from_secs(30), || {
-        let mut client = client.clone();
-        async move {
-            let s = client
-                .get_scan(pb::GetScanRequest { scan_id: scan.id })
-                .await
-                .ok()?
-                .into_inner();
-            (s.status == pb::ScanStatus::Running as i32).then_some(())
-        }
-    })
-    .await;
+    wait_for_running(&client, scan.id).await;
     env.server.signal("KILL");
     let server = Server::start(
         &env.db.url,
