@@ -20,7 +20,7 @@ use hostscan::model::ScanType;
 use hostscan::pb;
 use support::pg::TestDb;
 use support::server::{BINARY, Client, Server};
-use support::sshd::{Keys, Options, Sshd, Userland};
+use support::sshd::{Keys, Options, Sshd};
 use tokio::sync::Semaphore;
 
 /// Sizes of one run.
@@ -669,15 +669,7 @@ struct Fanout {
 
 async fn fanout(watchers: usize, db: &TestDb) -> Fanout {
     let targets = Targets::start(1).await;
-    let hanging = Userland::fakes(&[("df", "exec sleep 600")]);
-    let hang = Sshd::start(
-        &targets.keys,
-        Options {
-            path_first: Some(hanging.path()),
-            ..Default::default()
-        },
-    )
-    .await;
+    let (hang, _hanging) = Sshd::with_fakes(&targets.keys, &[("df", "exec sleep 600")]).await;
     let server = start_server(db, &targets, &["--workers", "1", "--watch-heartbeat", "15"]).await;
     let mut client = server.client().await;
     // The only worker is busy, so the watched scan waits while watchers attach.

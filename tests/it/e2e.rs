@@ -239,15 +239,7 @@ async fn five_hundred_watchers_see_the_same_complete_sequence() {
     // One worker, busy with a blocker scan on a host whose df hangs, so the
     // watched scan stays PENDING until every watcher is subscribed.
     let env = Env::start(&[], &["--workers", "1"]).await;
-    let hanging = Userland::fakes(&[("df", "exec sleep 600")]);
-    let hang = Sshd::start(
-        &env.keys,
-        Options {
-            path_first: Some(hanging.path()),
-            ..Default::default()
-        },
-    )
-    .await;
+    let (hang, _hanging) = Sshd::with_fakes(&env.keys, &[("df", "exec sleep 600")]).await;
     let mut client = env.server.client().await;
     let blocker = client
         .start_scan(pb::StartScanRequest {

@@ -288,15 +288,7 @@ async fn strict_policy_needs_the_key_in_known_hosts() {
 #[tokio::test]
 async fn scan_timeout_bounds_the_whole_scan() {
     let keys = Keys::generate();
-    let fakes = Userland::fakes(&[("df", "exec sleep 600")]);
-    let sshd = Sshd::start(
-        &keys,
-        Options {
-            path_first: Some(fakes.path()),
-            ..Default::default()
-        },
-    )
-    .await;
+    let (sshd, _fakes) = Sshd::with_fakes(&keys, &[("df", "exec sleep 600")]).await;
     let (_known, opts) = tofu_options(&keys);
     let limits = Limits {
         command_timeout: Duration::from_secs(120),

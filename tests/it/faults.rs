@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::scan_with;
 use crate::support::faults::{Garbage, Proxy, Silent};
-use crate::support::sshd::{Keys, Options, Sshd, Userland, connect_options, tofu_options};
+use crate::support::sshd::{Keys, Options, Sshd, connect_options, tofu_options};
 use crate::support::{free_port, temp_dir};
 
 fn local(port: u16) -> Target {
@@ -20,19 +20,6 @@ fn local(port: u16) -> Target {
         port,
         user: "scanner".into(),
     }
-}
-
-async fn hostile_sshd(keys: &Keys, fakes: &[(&str, &str)]) -> (Sshd, Userland) {
-    let userland = Userland::fakes(fakes);
-    let sshd = Sshd::start(
-        keys,
-        Options {
-            path_first: Some(userland.path()),
-            ..Default::default()
-        },
-    )
-    .await;
-    (sshd, userland)
 }
 
 #[tokio::test]
@@ -162,7 +149,7 @@ async fn a_changed_host_key_is_refused_under_tofu() {
 #[tokio::test]
 async fn a_hanging_command_is_a_step_error_and_the_rest_is_kept() {
     let keys = Keys::generate();
-    let (sshd, _userland) = hostile_sshd(&keys, &[("df", "exec sleep 600")]).await;
+    let (sshd, _userland) = Sshd::with_fakes(&keys, &[("df", "exec sleep 600")]).await;
     let (_known, opts) = tofu_options(&keys);
     let limits = Limits {
         command_timeout: Duration::from_secs(2),
@@ -187,7 +174,7 @@ async fn a_hanging_command_is_a_step_error_and_the_rest_is_kept() {
 #[tokio::test]
 async fn a_flooding_command_is_capped() {
     let keys = Keys::generate();
-    let (sshd, _userland) = hostile_sshd(
+    let (sshd, _userland) = Sshd::with_fakes(
         &keys,
         &[("df", "exec yes 'flood flood flood flood flood flood'")],
     )
@@ -217,7 +204,7 @@ async fn a_flooding_command_is_capped() {
 #[tokio::test]
 async fn a_missing_command_is_a_step_error() {
     let keys = Keys::generate();
-    let (sshd, _userland) = hostile_sshd(
+    let (sshd, _userland) = Sshd::with_fakes(
         &keys,
         &[("ps", "echo 'sh: 1: ps: not found' >&2; exit 127")],
     )
@@ -235,7 +222,7 @@ async fn a_missing_command_is_a_step_error() {
 #[tokio::test]
 async fn a_connection_dropped_mid_command_fails_the_scan_and_keeps_what_was_collected() {
     let keys = Keys::generate();
-    let (sshd, _userland) = hostile_sshd(&keys, &[("df", "exec sleep 600")]).await;
+    let (sshd, _userland) = Sshd::with_fakes(&keys, &[("df", "exec sleep 600")]).await;
     let proxy = Proxy::start(sshd.port).await;
     let (_known, opts) = tofu_options(&keys);
     let target = local(proxy.port);
@@ -283,7 +270,7 @@ async fn a_connection_dropped_mid_command_fails_the_scan_and_keeps_what_was_coll
 #[tokio::test]
 async fn cancel_stops_a_running_scan_at_once() {
     let keys = Keys::generate();
-    let (sshd, _userland) = hostile_sshd(&keys, &[("df", "exec sleep 600")]).await;
+    let (sshd, _userland) = Sshd::with_fakes(&keys, &[("df", "exec sleep 600")]).await;
     let (_known, opts) = tofu_options(&keys);
     let (tx, mut rx) = mpsc::unbounded_channel();
     let cancel = CancellationToken::new();
@@ -318,7 +305,7 @@ async fn without_a_remote_timeout_a_hang_mid_group_is_cut_locally_and_the_rest_r
     let keys = Keys::generate();
     // A host with no working `timeout` (it runs the command untimed), where
     // `uname -n` hangs: the hostname step sits between os and uptime.
-    let (sshd, _userland) = hostile_sshd(
+    let (sshd, _userland) = Sshd::with_fakes(
         &keys,
         &[
             ("timeout", "shift 3; exec \"$@\""),

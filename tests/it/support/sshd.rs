@@ -157,6 +157,21 @@ impl Sshd {
         }
     }
 
+    /// An sshd whose sessions find `fakes` (name, sh body) first on PATH.
+    /// The returned `Userland` must outlive the sshd's sessions.
+    pub async fn with_fakes(keys: &Keys, fakes: &[(&str, &str)]) -> (Self, Userland) {
+        let userland = Userland::fakes(fakes);
+        let sshd = Self::start(
+            keys,
+            Options {
+                path_first: Some(userland.path()),
+                ..Default::default()
+            },
+        )
+        .await;
+        (sshd, userland)
+    }
+
     pub fn target(&self) -> Target {
         Target {
             host: "127.0.0.1".into(),
