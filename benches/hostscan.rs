@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use hostscan::model::ScanType;
 use hostscan::pb;
 use support::pg::TestDb;
-use support::server::{BINARY, Client, Server};
+use support::server::{BINARY, Client, Server, watch};
 use support::sshd::{Keys, Options, Sshd};
 use tokio::sync::Semaphore;
 
@@ -274,14 +274,7 @@ fn request(port: u16, scan_type: ScanType) -> pb::StartScanRequest {
 /// StartScan, then WatchScan to the end; the final scan.
 async fn scan_to_end(client: &mut Client, req: pb::StartScanRequest) -> pb::Scan {
     let scan = client.start_scan(req).await.expect("start").into_inner();
-    let mut stream = client
-        .watch_scan(pb::WatchScanRequest {
-            scan_id: scan.id,
-            after_sequence: 0,
-        })
-        .await
-        .expect("watch")
-        .into_inner();
+    let mut stream = watch(client, scan.id, 0).await;
     let mut last = None;
     while let Some(e) = stream.message().await.expect("stream") {
         if e.scan.is_some() {
@@ -710,14 +703,7 @@ async fn fanout(watchers: usize, db: &TestDb) -> Fanout {
         let attached = attached.clone();
         let id = watched.id;
         tasks.spawn(async move {
-            let mut stream = c
-                .watch_scan(pb::WatchScanRequest {
-                    scan_id: id,
-                    after_sequence: 0,
-                })
-                .await
-                .expect("watch")
-                .into_inner();
+            let mut stream = watch(&mut c, id, 0).await;
             let mut seen = Vec::new();
             let mut delays = Vec::new();
             let mut first = true;

@@ -11,7 +11,7 @@ use tonic_health::pb::health_client::HealthClient;
 
 use crate::support::eventually;
 use crate::support::pg::{Cluster, TestDb};
-use crate::support::server::{Client, Server};
+use crate::support::server::{Client, Server, watch};
 use crate::support::sshd::{Keys, Options, Sshd, Userland};
 
 /// A database, an sshd, and a server configured to scan it.
@@ -96,14 +96,7 @@ async fn wait_for_running(client: &Client, id: i64) {
 
 /// Reads a watch stream to its end: every event, in order.
 async fn collect(client: &mut Client, scan_id: i64, after: i64) -> Vec<pb::ScanEvent> {
-    let mut stream = client
-        .watch_scan(pb::WatchScanRequest {
-            scan_id,
-            after_sequence: after,
-        })
-        .await
-        .expect("watch")
-        .into_inner();
+    let mut stream = watch(client, scan_id, after).await;
     let mut events = Vec::new();
     while let Some(e) = stream.message().await.expect("stream") {
         events.push(e);
@@ -264,14 +257,7 @@ async fn five_hundred_watchers_see_the_same_complete_sequence() {
     let mut streams = Vec::new();
     for i in 0..500 {
         let mut c = clients[i % clients.len()].clone();
-        let stream = c
-            .watch_scan(pb::WatchScanRequest {
-                scan_id: watched.id,
-                after_sequence: 0,
-            })
-            .await
-            .expect("watch")
-            .into_inner();
+        let stream = watch(&mut c, watched.id, 0).await;
         streams.push(stream);
     }
     let mut readers = tokio::task::JoinSet::new();
@@ -329,14 +315,7 @@ async fn cancel_stops_a_running_scan() {
         .await
         .expect("start")
         .into_inner();
-    let mut stream = client
-        .watch_scan(pb::WatchScanRequest {
-            scan_id: scan.id,
-            after_sequence: 0,
-        })
-        .await
-        .expect("watch")
-        .into_inner();
+    let mut stream = watch(&mut client, scan.id, 0).await;
     let mut events = Vec::new();
     // Wait until every quick fact but the hanging df is in (80%), then cancel.
     while let Some(e) = stream.message().await.expect("stream") {
@@ -755,14 +734,7 @@ async fn sigterm_drains_running_scans_and_exits_zero() {
         .await
         .expect("start")
         .into_inner();
-    let mut stream = client
-        .watch_scan(pb::WatchScanRequest {
-            scan_id: scan.id,
-            after_sequence: 0,
-        })
-        .await
-        .expect("watch")
-        .into_inner();
+    let mut stream = watch(&mut client, scan.id, 0).await;
     // Signal once it runs.
     while let Some(e) = stream.message().await.expect("stream") {
         if e.status == pb::ScanStatus::Running as i32 {
@@ -800,14 +772,7 @@ async fn sigterm_past_the_grace_period_requeues() {
         .expect("start")
         .into_inner();
     wait_for_running(&client, scan.id).await;
-    let mut stream = client
-        .watch_scan(pb::WatchScanRequest {
-            scan_id: scan.id,
-            after_sequence: 0,
-        })
-        .await
-        .expect("watch")
-        .into_inner();
+    let mut stream = watch(&mut client, scan.id, 0).await;
     stream.message().await.expect("snapshot");
     env.server.signal("TERM");
     // The open watch stream ends with UNAVAILABLE, telling where to resume.

@@ -151,3 +151,19 @@ impl Drop for Server {
         }
     }
 }
+
+/// Opens WatchScan for `scan_id` from `after_sequence`.
+pub async fn watch(
+    client: &mut Client,
+    scan_id: i64,
+    after_sequence: i64,
+) -> tonic::codec::Streaming<hostscan::pb::ScanEvent> {
+    client
+        .watch_scan(hostscan::pb::WatchScanRequest {
+            scan_id,
+            after_sequence,
+        })
+        .await
+        .expect("watch")
+        .into_inner()
+}
