@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::api::ApiKeys;
+use crate::net::TlsFiles;
 use crate::scan::Limits;
 use crate::ssh::{ClientKey, HostKeyPolicy};
 
@@ -93,6 +94,46 @@ pub struct ServeArgs {
     /// Database connections in the pool.
     #[arg(long, env = "HOSTSCAN_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: u32,
+
+    // The gRPC port in production: TLS, connection limits, start-up, metrics.
+    /// PEM certificate chain (leaf first) for TLS on the gRPC port; needs
+    /// --tls-key. Re-read with the key on SIGHUP.
+    #[arg(long, env = "HOSTSCAN_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "HOSTSCAN_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s): clients must present a certificate issued by
+    /// one of them (mTLS). API keys still apply.
+    #[arg(long, env = "HOSTSCAN_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Allow a non-loopback --listen without TLS (e.g. behind a mesh that
+    /// encrypts).
+    #[arg(long, env = "HOSTSCAN_INSECURE_PLAINTEXT")]
+    pub insecure_plaintext: bool,
+    /// Connections open at once on the gRPC port (lowered to fit the
+    /// open-file limit). At the limit, a connection still in its handshake
+    /// makes room for a new one; established ones are never dropped.
+    #[arg(long, env = "HOSTSCAN_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+    /// Calls (HTTP/2 streams) open at once per connection.
+    #[arg(
+        long,
+        env = "HOSTSCAN_MAX_STREAMS_PER_CONNECTION",
+        default_value_t = 1024
+    )]
+    pub max_streams_per_connection: u32,
+    /// Seconds a new connection has for its TLS handshake and HTTP/2
+    /// preface before it is closed.
+    #[arg(long, env = "HOSTSCAN_HANDSHAKE_TIMEOUT", default_value_t = 5)]
+    pub handshake_timeout: u64,
+    /// Seconds to wait for the database at start-up (health reports
+    /// NOT_SERVING meanwhile) before exiting with an error.
+    #[arg(long, env = "HOSTSCAN_DATABASE_WAIT", default_value_t = 60)]
+    pub database_wait: u64,
+    /// Address for Prometheus metrics (`GET /metrics`); off when unset.
+    #[arg(long, env = "HOSTSCAN_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Validated configuration of the service.
@@ -114,6 +155,14 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub watch_heartbeat: Duration,
     pub db_pool_size: u32,
+    /// TLS on the gRPC port, if configured.
+    pub tls: Option<TlsFiles>,
+    /// Limits of the gRPC port's accept loop (`max_connections` as asked;
+    /// `serve` lowers it to fit the open-file limit).
+    pub net: crate::net::Settings,
+    pub max_streams_per_connection: u32,
+    pub database_wait: Duration,
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for Config {
@@ -228,6 +277,43 @@ impl ServeArgs {
                 ),
             ));
         }
+        let tls = self.tls()?;
+        if !self.listen.ip().is_loopback() && tls.is_none() && !self.insecure_plaintext {
+            return Err(err(
+                "--listen/HOSTSCAN_LISTEN",
+                format!(
+                    "{} is not a loopback address and TLS is off; set --tls-cert and --tls-key (HOSTSCAN_TLS_CERT, HOSTSCAN_TLS_KEY) or pass --insecure-plaintext",
+                    self.listen
+                ),
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.max_connections) {
+            return Err(err(
+                "--max-connections/HOSTSCAN_MAX_CONNECTIONS",
+                "must be 1-1000000",
+            ));
+        }
+        if self.max_streams_per_connection == 0 {
+            return Err(err(
+                "--max-streams-per-connection/HOSTSCAN_MAX_STREAMS_PER_CONNECTION",
+                "must be at least 1",
+            ));
+        }
+        let net = crate::net::Settings {
+            max_connections: self.max_connections,
+            handshake_timeout: secs(
+                "--handshake-timeout/HOSTSCAN_HANDSHAKE_TIMEOUT",
+                self.handshake_timeout,
+                1,
+                60,
+            )?,
+        };
+        let database_wait = secs(
+            "--database-wait/HOSTSCAN_DATABASE_WAIT",
+            self.database_wait,
+            0,
+            86400,
+        )?;
         if !(1..=4096).contains(&self.workers) {
             return Err(err("--workers/HOSTSCAN_WORKERS", "must be 1-4096"));
         }
@@ -327,7 +413,50 @@ impl ServeArgs {
                 15,
             )?,
             db_pool_size: self.db_pool_size,
+            tls,
+            net,
+            max_streams_per_connection: self.max_streams_per_connection,
+            database_wait,
+            metrics_listen: self.metrics_listen,
         })
+    }
+
+    /// The TLS files, checked by loading them once: errors name the setting
+    /// and the file.
+    fn tls(&self) -> Result<Option<TlsFiles>, ConfigError> {
+        let files = match (&self.tls_cert, &self.tls_key) {
+            (None, None) => {
+                if self.tls_client_ca.is_some() {
+                    return Err(err(
+                        "--tls-client-ca/HOSTSCAN_TLS_CLIENT_CA",
+                        "needs --tls-cert and --tls-key",
+                    ));
+                }
+                return Ok(None);
+            }
+            (Some(cert), Some(key)) => TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.tls_client_ca.clone(),
+            },
+            (Some(_), None) => {
+                return Err(err(
+                    "--tls-key/HOSTSCAN_TLS_KEY",
+                    "is required with --tls-cert",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(err(
+                    "--tls-cert/HOSTSCAN_TLS_CERT",
+                    "is required with --tls-key",
+                ));
+            }
+        };
+        files.load().map_err(|e| ConfigError {
+            setting: e.setting,
+            message: format!("{}: {}", e.path.display(), e.message),
+        })?;
+        Ok(Some(files))
     }
 }
 

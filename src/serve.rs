@@ -1,6 +1,9 @@
 //! `hostscan serve`: wires store, hub, workers, the cross-replica bridge,
 //! health and reflection to the gRPC server, and shuts them down in order.
 //!
+//! Start-up order: see `run`. The gRPC port opens first (health
+//! NOT_SERVING) and the ScanService goes live once the database answers.
+//!
 //! Shutdown order: health NOT_SERVING → workers stop claiming and finish
 //! (or requeue) within the grace period → watch streams end → the server
 //! stops → background tasks are awaited.
@@ -12,15 +15,15 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::{Defaults, ScanApi};
+use crate::api::{Defaults, Deferred, MAX_REQUEST_BYTES, ScanApi};
 use crate::config::Config;
 use crate::events::Hub;
+use crate::metrics::GrpcMetricsLayer;
 use crate::model::ScanEvent;
-use crate::pb::scan_service_server::ScanServiceServer;
+use crate::net::{self, Tls};
 use crate::store::Store;
 use crate::store::listen::{self, Signal};
 use crate::worker::{Settings, Workers};
@@ -31,6 +34,16 @@ const HUB_CAPACITY: usize = 256;
 const SERVICE_NAME: &str = "hostscan.v1.ScanService";
 /// How often the database is pinged for the health status.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+/// HTTP/2 keepalive: ping an idle connection this often, and close it if
+/// the ping is not answered within the second duration.
+const HTTP2_KEEPALIVE: (Duration, Duration) = (Duration::from_secs(30), Duration::from_secs(20));
+/// Largest header block a client may send (bytes).
+const MAX_HEADER_BYTES: u32 = 16 * 1024;
+/// Open files kept for everything but gRPC connections and the pool's and
+/// workers' sockets: listeners, the LISTEN connection, logs, the runtime.
+const FD_RESERVE: u64 = 64;
+/// How often the PENDING queue and the pool are sampled for metrics.
+const METRICS_INTERVAL: Duration = Duration::from_secs(5);
 
 /// A unique id for this process, used as lease owner and NOTIFY origin.
 fn instance_id() -> String {
@@ -67,22 +80,85 @@ pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
 }
 
 /// Serves until `shutdown` resolves, then drains. `bound` receives the
-/// listening address once the socket is bound (tests use port 0).
+/// listening address once the service is ready (tests use port 0).
+///
+/// Start-up order: raise the open-file limit → metrics listener → bind the
+/// gRPC port and serve health (NOT_SERVING) and reflection, with the
+/// ScanService answering UNAVAILABLE → wait for the database
+/// (`--database-wait`, or exit with the reason) → migrations, workers,
+/// watchers → the ScanService goes live → health SERVING.
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
     bound: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
 ) -> anyhow::Result<()> {
     let instance = instance_id();
+    // Background tasks: owned here, stopped by `background_stop` (or, for
+    // the gRPC port's accept loop, `server_stop`).
+    let background = TaskTracker::new();
+    let background_stop = CancellationToken::new();
+    let max_connections = fit_connections(&config);
+    if let Some(addr) = config.metrics_listen {
+        let exporter = crate::metrics::install(addr)
+            .map_err(|e| anyhow::anyhow!("--metrics-listen {addr}: {e}"))?;
+        let stop = background_stop.clone();
+        background.spawn(async move {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                result = exporter => if let Err(e) = result {
+                    tracing::error!(error = ?e, "the metrics listener stopped");
+                },
+            }
+        });
+        tracing::info!(%addr, "metrics on http://{addr}/metrics");
+    }
     let store = Store::open(&config.database_url, config.db_pool_size, &instance)?;
-    store
-        .migrate()
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot prepare the database: {e}"))?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("--listen {}: {e}", config.listen))?;
     let addr = listener.local_addr()?;
+
+    // The port opens before the database answers, so health can say
+    // NOT_SERVING while we wait; ScanService calls get UNAVAILABLE.
+    let (health, health_service) = tonic_health::server::health_reporter();
+    set_health(&health, tonic_health::ServingStatus::NotServing).await;
+    let scan_service = Deferred::default();
+    let server_stop = CancellationToken::new();
+    let server = grpc_server(
+        &config,
+        max_connections,
+        listener,
+        health_service,
+        scan_service.clone(),
+        &background,
+        server_stop.clone(),
+    )?;
+    let server = tokio::spawn(server);
+    tracing::info!(%addr, tls = config.tls.is_some(), mtls = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()), max_connections, "gRPC port {addr} open; waiting for the database");
+
+    tokio::pin!(shutdown);
+    let waited = tokio::select! {
+        waited = wait_for_database(&store, config.database_wait) => Some(waited),
+        () = &mut shutdown => None,
+    };
+    if !matches!(waited, Some(Ok(()))) {
+        server_stop.cancel();
+        background_stop.cancel();
+        background.close();
+        background.wait().await;
+        server.await.ok();
+        return match waited {
+            Some(Err(e)) => Err(e),
+            _ => {
+                tracing::info!("stopped while waiting for the database");
+                Ok(())
+            }
+        };
+    }
+    store
+        .migrate()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot prepare the database: {e}"))?;
 
     let hub = Hub::new(HUB_CAPACITY);
     let workers = Workers::start(
@@ -101,9 +177,6 @@ pub async fn run(
         },
     );
 
-    // Background tasks: owned here, stopped by `background_stop`.
-    let background = TaskTracker::new();
-    let background_stop = CancellationToken::new();
     let (signal_tx, signal_rx) = mpsc::unbounded_channel();
     {
         let (url, instance, stop) = (
@@ -120,23 +193,9 @@ pub async fn run(
         workers.clone(),
         background_stop.clone(),
     ));
-
-    let (health, health_service) = tonic_health::server::health_reporter();
-    // The migrations just ran: the database answers.
-    health
-        .set_service_status(SERVICE_NAME, tonic_health::ServingStatus::Serving)
-        .await;
-    let draining = CancellationToken::new();
-    background.spawn(health_loop(health.clone(), store.clone(), draining.clone()));
-
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    if config.metrics_listen.is_some() {
+        background.spawn(sample_metrics(store.clone(), background_stop.clone()));
+    }
 
     let streams_stop = CancellationToken::new();
     let api = ScanApi::new(
@@ -150,21 +209,11 @@ pub async fn run(
         config.watch_heartbeat,
         streams_stop.clone(),
     );
-    let keys = config.api_keys.clone();
-    let scan_service = ScanServiceServer::with_interceptor(api, move |r| keys.check(r));
-
-    let server_stop = CancellationToken::new();
-    let server = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(scan_service)
-        .serve_with_incoming_shutdown(
-            TcpListenerStream::new(listener),
-            server_stop.clone().cancelled_owned(),
-        );
-    let server = tokio::spawn(server);
+    scan_service.set(api.into_service(config.api_keys.clone()));
+    // The migrations just ran: the database answers.
+    set_health(&health, tonic_health::ServingStatus::Serving).await;
+    let draining = CancellationToken::new();
+    background.spawn(health_loop(health.clone(), store.clone(), draining.clone()));
 
     tracing::info!(%addr, workers = config.workers, auth = !config.api_keys.is_empty(), policy = %config.host_key_policy, "hostscan listening on {addr}");
     if let Some(tx) = bound {
@@ -177,10 +226,7 @@ pub async fn run(
         "shutting down"
     );
     draining.cancel();
-    health.set_not_serving::<ScanServiceServer<ScanApi>>().await;
-    health
-        .set_service_status("", tonic_health::ServingStatus::NotServing)
-        .await;
+    set_health(&health, tonic_health::ServingStatus::NotServing).await;
     workers.drain(config.shutdown_grace).await;
     // Open watch streams end (UNAVAILABLE, with where to resume); the server
     // then stops once in-flight calls are done.
@@ -197,6 +243,200 @@ pub async fn run(
     background.wait().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Sets the ScanService's and the server's ("") health status.
+async fn set_health(
+    health: &tonic_health::server::HealthReporter,
+    status: tonic_health::ServingStatus,
+) {
+    health.set_service_status(SERVICE_NAME, status).await;
+    health.set_service_status("", status).await;
+}
+
+/// Raises the open-file limit to the hard limit and fits
+/// `--max-connections` under it, keeping descriptors for the database pool,
+/// the workers' SSH sessions and the rest. Logs both.
+fn fit_connections(config: &Config) -> usize {
+    let wanted = config.net.max_connections;
+    let reserve = u64::from(config.db_pool_size) + 2 * config.workers as u64 + FD_RESERVE;
+    match net::raise_fd_limit() {
+        Ok((before, limit)) => {
+            if limit > before {
+                tracing::info!(
+                    before,
+                    limit,
+                    "raised the open-file limit to its hard limit"
+                );
+            } else {
+                tracing::info!(limit, "open-file limit");
+            }
+            let cap = net::connection_cap(wanted, limit, reserve);
+            if cap < wanted {
+                tracing::warn!(
+                    wanted,
+                    cap,
+                    limit,
+                    "--max-connections lowered to fit the open-file limit"
+                );
+            }
+            cap
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read or raise the open-file limit");
+            wanted
+        }
+    }
+}
+
+/// The gRPC server on `listener`, as a future to spawn: health, reflection
+/// and the (deferred) ScanService behind per-call metrics, fed by the
+/// accept loop of `net` (TLS if configured, reloaded on SIGHUP). The accept
+/// loop and the SIGHUP handler run on `tasks` until `stop`, which also
+/// stops the server.
+fn grpc_server(
+    config: &Config,
+    max_connections: usize,
+    listener: TcpListener,
+    health_service: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+    scan_service: Deferred<crate::api::ScanServiceServer>,
+    tasks: &TaskTracker,
+    stop: CancellationToken,
+) -> anyhow::Result<ServerFuture> {
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let router = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(HTTP2_KEEPALIVE.0))
+        .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE.1))
+        .max_concurrent_streams(config.max_streams_per_connection)
+        .http2_max_header_list_size(MAX_HEADER_BYTES)
+        .layer(GrpcMetricsLayer::new(&[
+            crate::pb::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+        ]))
+        .add_service(health_service.max_decoding_message_size(MAX_REQUEST_BYTES))
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(scan_service);
+    let settings = net::Settings {
+        max_connections,
+        ..config.net
+    };
+    let tls = config.tls.clone().map(Tls::new).transpose()?;
+    // Registered now, so a SIGHUP that comes right after start-up is
+    // handled rather than killing the process.
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    tasks.spawn(reload_on_sighup(hangup, tls.clone(), stop.clone()));
+    let serving = stop.clone().cancelled_owned();
+    Ok(match tls {
+        None => {
+            let incoming = net::plaintext(listener, settings, tasks, stop);
+            Box::pin(router.serve_with_incoming_shutdown(incoming, serving))
+        }
+        Some(tls) => {
+            let incoming = net::tls(listener, settings, tls, tasks, stop);
+            Box::pin(router.serve_with_incoming_shutdown(incoming, serving))
+        }
+    })
+}
+
+/// The gRPC server's future, whichever transport it serves.
+type ServerFuture =
+    std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
+
+/// Re-reads the TLS files on each SIGHUP until `stop`; without TLS, a
+/// SIGHUP is logged and ignored (it never stops the server).
+async fn reload_on_sighup(
+    mut hangup: tokio::signal::unix::Signal,
+    tls: Option<Tls>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            received = hangup.recv() => {
+                if received.is_none() {
+                    return;
+                }
+                match &tls {
+                    // Logs and counts the outcome itself.
+                    Some(tls) => { tls.reload().ok(); }
+                    None => tracing::info!("SIGHUP: nothing to reload (TLS is off)"),
+                }
+            }
+        }
+    }
+}
+
+/// Pings the database until it answers or `wait` has passed, pausing 0.1 s
+/// and doubling up to 5 s between attempts (each attempt itself waits up
+/// to the pool's connect timeout). The error says why it gave up.
+async fn wait_for_database(store: &Store, wait: Duration) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut pause = Duration::from_millis(100);
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let error = match store.ping().await {
+            Ok(()) => {
+                crate::metrics::database_up(true);
+                if attempts > 1 {
+                    tracing::info!(attempts, "the database answers");
+                }
+                return Ok(());
+            }
+            Err(e) => e,
+        };
+        crate::metrics::database_up(false);
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            anyhow::bail!(
+                "the database did not answer within --database-wait {}s ({attempts} attempts): {error}",
+                wait.as_secs()
+            );
+        }
+        if attempts == 1 {
+            tracing::warn!(error = %error, wait_secs = wait.as_secs(), "the database does not answer; waiting for it (health NOT_SERVING)");
+        } else {
+            tracing::debug!(error = %error, attempts, "the database still does not answer");
+        }
+        tokio::time::sleep(pause.min(deadline - now)).await;
+        pause = (pause * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Samples what is not counted as it happens: the PENDING queue and the
+/// database pool, every `METRICS_INTERVAL` until `stop`.
+async fn sample_metrics(store: Store, stop: CancellationToken) {
+    loop {
+        let pool = store.pool_state();
+        crate::metrics::db_pool(pool.in_use, pool.idle, pool.max);
+        match store.pending_summary().await {
+            Ok((count, oldest)) => {
+                let age = oldest
+                    .and_then(|t| (chrono::Utc::now() - t).to_std().ok())
+                    .unwrap_or_default();
+                crate::metrics::pending(count, age);
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot sample the PENDING queue"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(METRICS_INTERVAL) => {}
+        }
+    }
 }
 
 /// Applies other replicas' signals: wake workers, cancel local scans,
@@ -285,10 +525,8 @@ async fn health_loop(
             } else {
                 tracing::warn!("database unreachable: NOT_SERVING");
             }
-            health
-                .set_service_status("hostscan.v1.ScanService", status)
-                .await;
-            health.set_service_status("", status).await;
+            crate::metrics::database_up(ok);
+            set_health(&health, status).await;
             serving = Some(ok);
         }
         tokio::select! {

@@ -5,6 +5,7 @@
 //! WatchScan. This is the only module that knows `tonic::Status`; `status`
 //! below is the one place errors become one.
 
+mod deferred;
 mod validate;
 mod watch;
 
@@ -21,7 +22,25 @@ use crate::pb::{self, scan_service_server::ScanService};
 use crate::store::{ListQuery, NewScan, Store, StoreError};
 use crate::worker::Workers;
 
+pub use deferred::Deferred;
 pub use validate::Invalid;
+
+/// Largest request message a gRPC service of this server decodes (bytes);
+/// larger ones get OUT_OF_RANGE (tonic's code for it) before any handler
+/// runs. hostscan's requests are a few hundred bytes at most.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// The ScanService as the server mounts it: API keys checked first,
+/// requests bounded by `MAX_REQUEST_BYTES`.
+pub type ScanServiceServer = tonic::service::interceptor::InterceptedService<
+    pb::scan_service_server::ScanServiceServer<ScanApi>,
+    ApiKeys,
+>;
+
+/// Checks a hostname as StartScan and ListScans do; the name as stored.
+pub fn validate_hostname(name: &str) -> Result<String, Invalid> {
+    validate::hostname(name)
+}
 
 /// Checks a user name as StartScan would (for configuration defaults).
 pub fn validate_username(name: &str) -> Result<String, Invalid> {
@@ -91,6 +110,15 @@ impl ScanApi {
             shutdown,
         }
     }
+
+    /// The service to mount, guarded by `keys`.
+    pub fn into_service(self, keys: ApiKeys) -> ScanServiceServer {
+        tonic::service::interceptor::InterceptedService::new(
+            pb::scan_service_server::ScanServiceServer::new(self)
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+            keys,
+        )
+    }
 }
 
 #[tonic::async_trait]
@@ -117,6 +145,7 @@ impl ScanService for ScanApi {
         };
         let (scan, created) = self.store.create(new).await.map_err(status)?;
         if created {
+            crate::metrics::scan_created(scan.scan_type);
             tracing::info!(scan_id = scan.id, target = %format!("{}@{}:{}", scan.username, scan.hostname, scan.port), scan_type = %scan.scan_type, "scan queued");
             self.workers.wake();
         }
@@ -157,10 +186,7 @@ impl ScanService for ScanApi {
             }
         };
         let query = ListQuery {
-            hostname: match r.hostname.as_str() {
-                "" => None,
-                h => Some(h.to_ascii_lowercase()),
-            },
+            hostname: validate::hostname_filter(&r.hostname)?,
             status: status_filter,
             scan_type: type_filter,
             limit: validate::page_size(r.page_size)?,
@@ -266,6 +292,12 @@ impl ApiKeys {
                 "missing API key: send `authorization: Bearer <key>`",
             )),
         }
+    }
+}
+
+impl tonic::service::Interceptor for ApiKeys {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        self.check(request)
     }
 }
 

@@ -70,6 +70,16 @@ pub fn hostname(value: &str) -> Result<String, Invalid> {
     }
 }
 
+/// ListScans' hostname filter: "" for any host, otherwise a hostname as
+/// StartScan accepts it (and stores it: DNS names lowercased), so that a
+/// filter can match exactly the scans it names.
+pub fn hostname_filter(value: &str) -> Result<Option<String>, Invalid> {
+    match value {
+        "" => Ok(None),
+        v => hostname(v).map(Some),
+    }
+}
+
 /// 1–65535; 0 means `default`.
 pub fn port(value: u32, default: u16) -> Result<u16, Invalid> {
     match value {
@@ -148,6 +158,8 @@ pub fn page_size(value: i32) -> Result<i64, Invalid> {
 }
 
 const TOKEN_PREFIX: &str = "v1:";
+/// Longer than any token `encode_page_token` makes ("v1:" + an i64, base64).
+const MAX_PAGE_TOKEN: usize = 64;
 
 /// Opaque page token for "scans older than `id`".
 pub fn encode_page_token(before_id: i64) -> String {
@@ -159,6 +171,15 @@ pub fn page_token(value: &str) -> Result<Option<i64>, Invalid> {
     use base64::Engine as _;
     if value.is_empty() {
         return Ok(None);
+    }
+    if value.len() > MAX_PAGE_TOKEN {
+        return Err(invalid(
+            "page_token",
+            format!(
+                "is {} bytes long; tokens this server issues have at most {MAX_PAGE_TOKEN}",
+                value.len()
+            ),
+        ));
     }
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(value)
@@ -244,5 +265,24 @@ mod tests {
         assert_eq!(page_token(&token), Ok(Some(42)));
         assert_eq!(page_token(""), Ok(None));
         assert_eq!(page_token("garbage!").expect_err("bad").field, "page_token");
+        assert!(page_token(&encode_page_token(i64::MAX)).is_ok());
+        let long = page_token(&"A".repeat(1 << 20)).expect_err("long");
+        assert!(long.message.contains("1048576 bytes"), "{}", long.message);
+    }
+
+    #[test]
+    fn hostname_filters_follow_start_scan_rules() {
+        assert_eq!(hostname_filter(""), Ok(None));
+        assert_eq!(
+            hostname_filter("Web-1.Example.org"),
+            Ok(Some("web-1.example.org".into()))
+        );
+        for bad in ["a\0b", "\0", "a b", "%", "*.example.org"] {
+            let e = hostname_filter(bad).expect_err("invalid");
+            assert_eq!(e.field, "hostname");
+            assert!(!e.message.contains('\0'), "the NUL is escaped: {e}");
+        }
+        let e = hostname_filter(&"a".repeat(1 << 20)).expect_err("long");
+        assert!(e.to_string().starts_with("hostname: is 1048576 bytes long"));
     }
 }

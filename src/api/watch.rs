@@ -6,6 +6,11 @@
 //! buffer re-reads the row and sends it as a fresh snapshot. Heartbeats
 //! repeat the last state during long steps.
 //!
+//! The client's `after_sequence` is a hint, not a fact: one beyond the
+//! scan's sequence (stale, from another database, or made up) is ignored
+//! and the stream starts with a fresh snapshot. Every stream ends right
+//! after the scan's terminal event, whatever mark the client sent.
+//!
 //! The stream is the forwarder itself (no task, no channel): tonic polls it
 //! when the client can take more, and drops it, with its subscription, the
 //! moment the client goes away.
@@ -35,6 +40,7 @@ pub(super) async fn start(api: &ScanApi, id: i64, after: i64) -> Result<WatchStr
         .await
         .map_err(status)?
         .ok_or_else(|| not_found(id))?;
+    let last = if after > scan.sequence { 0 } else { after };
     let forwarder = Forwarder {
         scan_id: id,
         store: api.store.clone(),
@@ -42,10 +48,11 @@ pub(super) async fn start(api: &ScanApi, id: i64, after: i64) -> Result<WatchStr
         heartbeat: api.watch_heartbeat,
         idle_until: Instant::now() + api.watch_heartbeat,
         shutdown: api.shutdown.clone(),
-        last: after,
+        last,
         state: None,
         initial: Some(scan),
         done: false,
+        _open: crate::metrics::watch_stream_opened(),
     };
     Ok(Box::pin(futures_util::stream::unfold(
         forwarder,
@@ -71,6 +78,8 @@ struct Forwarder {
     initial: Option<Scan>,
     /// Set after the terminal event: the next poll ends the stream.
     done: bool,
+    /// Counts this stream as open until it is dropped.
+    _open: crate::metrics::GaugeGuard,
 }
 
 impl Forwarder {
@@ -108,8 +117,12 @@ impl Forwarder {
                         if let Some(event) = self.live(&event) {
                             return Some(Ok(event));
                         }
+                        if self.done {
+                            return None;
+                        }
                     }
                     Err(RecvError::Lagged(missed)) => {
+                        crate::metrics::watch_resynced();
                         tracing::debug!(scan_id = self.scan_id, missed, "watcher lagged; sending a fresh snapshot");
                         match self.store.get(self.scan_id).await {
                             Ok(Some(scan)) => {
@@ -165,7 +178,15 @@ impl Forwarder {
         None
     }
 
+    /// `event` if the client does not have it yet. Otherwise `None`, and
+    /// the stream is over if `event` is terminal.
     fn live(&mut self, event: &Arc<ScanEvent>) -> Option<pb::ScanEvent> {
-        (event.sequence > self.last).then(|| self.sent(pb::ScanEvent::from(event.as_ref())))
+        if event.sequence > self.last {
+            return Some(self.sent(pb::ScanEvent::from(event.as_ref())));
+        }
+        if event.status.is_terminal() {
+            self.done = true;
+        }
+        None
     }
 }

@@ -191,6 +191,69 @@ pub struct ClientArgs {
     /// Print proto3 JSON (as grpcurl would).
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub tls: ClientTls,
+}
+
+/// TLS settings of the client commands, for `https://` server URLs.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ClientTls {
+    /// PEM CA certificate(s) to verify the server with (https:// only).
+    /// Default: the system's trusted roots.
+    #[arg(long = "ca", env = "HOSTSCAN_SERVER_CA")]
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate, for servers that require one (mTLS); needs --key.
+    #[arg(long = "cert", env = "HOSTSCAN_CLIENT_CERT")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key of --cert.
+    #[arg(long = "key", env = "HOSTSCAN_CLIENT_KEY")]
+    pub key: Option<PathBuf>,
+    /// Name to expect in the server's certificate, when the URL's host is
+    /// not in it (e.g. an IP address).
+    #[arg(long = "tls-server-name", env = "HOSTSCAN_TLS_SERVER_NAME")]
+    pub server_name: Option<String>,
+}
+
+impl ClientTls {
+    /// The TLS config for `server`: `None` for http://, an error naming
+    /// the flag when a file cannot be read or the flags do not fit.
+    pub fn config(
+        &self,
+        server: &str,
+    ) -> anyhow::Result<Option<tonic::transport::ClientTlsConfig>> {
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        let read = |flag: &str, path: &PathBuf| {
+            std::fs::read(path).with_context(|| format!("{flag} {}", path.display()))
+        };
+        if !server.starts_with("https://") {
+            if self.ca.is_some() || self.cert.is_some() || self.key.is_some() {
+                anyhow::bail!("--ca, --cert and --key need an https:// --server, got {server:?}");
+            }
+            return Ok(None);
+        }
+        let mut tls = match &self.ca {
+            Some(ca) => {
+                ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read("--ca", ca)?))
+            }
+            None => ClientTlsConfig::new().with_native_roots(),
+        };
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                tls = tls.identity(Identity::from_pem(
+                    read("--cert", cert)?,
+                    read("--key", key)?,
+                ));
+            }
+            (None, None) => {}
+            _ => anyhow::bail!(
+                "--cert and --key go together (HOSTSCAN_CLIENT_CERT, HOSTSCAN_CLIENT_KEY)"
+            ),
+        }
+        if let Some(name) = &self.server_name {
+            tls = tls.domain_name(name.clone());
+        }
+        Ok(Some(tls))
+    }
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -308,8 +371,14 @@ async fn health(args: &ClientArgs) -> anyhow::Result<Exit> {
 }
 
 async fn channel(args: &ClientArgs) -> anyhow::Result<Channel> {
-    Endpoint::from_shared(args.server.clone())
-        .with_context(|| format!("--server {:?} is not a URL", args.server))?
+    let mut endpoint = Endpoint::from_shared(args.server.clone())
+        .with_context(|| format!("--server {:?} is not a URL", args.server))?;
+    if let Some(tls) = args.tls.config(&args.server)? {
+        endpoint = endpoint
+            .tls_config(tls)
+            .with_context(|| format!("TLS settings for {}", args.server))?;
+    }
+    endpoint
         .connect_timeout(Duration::from_secs(5))
         .connect()
         .await

@@ -55,6 +55,7 @@ impl Hub {
 
     /// Sends `event` to the scan's watchers, if it has any.
     pub fn publish(&self, event: ScanEvent) {
+        crate::metrics::event_published();
         let tx = self.channels().get(&event.scan_id).cloned();
         if let Some(tx) = tx {
             // Err only means every watcher just left.

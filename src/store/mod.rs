@@ -90,6 +90,14 @@ pub struct Page {
     pub total: i64,
 }
 
+/// A snapshot of the connection pool, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolState {
+    pub in_use: u32,
+    pub idle: u32,
+    pub max: u32,
+}
+
 /// What the lease heartbeat learned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lease {
@@ -286,8 +294,10 @@ impl Store {
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
-            let mut conn = pool.get()?;
-            f(&mut conn)
+            let waiting = std::time::Instant::now();
+            let conn = pool.get();
+            crate::metrics::db_pool_wait(waiting.elapsed());
+            f(&mut conn?)
         })
         .await
         .map_err(|e| StoreError::Internal(format!("store task failed: {e}")))?
@@ -296,6 +306,31 @@ impl Store {
     /// Answers when the database does.
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.run(|conn| Ok(conn.batch_execute("SELECT 1")?)).await
+    }
+
+    /// The pool now: connections lent out, idle, and its size limit.
+    pub fn pool_state(&self) -> PoolState {
+        let state = self.pool.state();
+        PoolState {
+            in_use: state.connections.saturating_sub(state.idle_connections),
+            idle: state.idle_connections,
+            max: self.pool.max_size(),
+        }
+    }
+
+    /// PENDING scans: how many, and when the oldest was created.
+    pub async fn pending_summary(&self) -> Result<(i64, Option<DateTime<Utc>>), StoreError> {
+        self.run(|conn| {
+            let (count, oldest) = scans::table
+                .filter(scans::status.eq(ScanStatus::Pending.as_str()))
+                .select((
+                    diesel::dsl::count_star(),
+                    diesel::dsl::min(scans::created_at),
+                ))
+                .first::<(i64, Option<DateTime<Utc>>)>(conn)?;
+            Ok((count, oldest))
+        })
+        .await
     }
 
     /// Stores a PENDING scan. With a `request_id` seen before, returns the

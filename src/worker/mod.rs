@@ -219,6 +219,8 @@ fn publish(hub: &Hub, scan: &Scan) {
 /// Drives one claimed scan to its end.
 async fn run_one(inner: &Inner, scan: Scan) {
     let started = std::time::Instant::now();
+    crate::metrics::scan_started(scan.scan_type);
+    let _running = crate::metrics::scan_running();
     publish(&inner.hub, &scan);
     let user_cancel = CancellationToken::new();
     inner
@@ -234,6 +236,7 @@ async fn run_one(inner: &Inner, scan: Scan) {
         .remove(&scan.id);
     match finished {
         Some(s) => {
+            crate::metrics::scan_finished(&s, started.elapsed());
             tracing::info!(status = %s.status, elapsed_ms = started.elapsed().as_millis() as u64, step_errors = s.results.as_ref().map_or(0, |r| r.step_errors.len()), error = ?s.error.as_ref().map(|e| e.to_string()), "scan finished")
         }
         None => tracing::info!("scan left unfinished (lease lost or shutting down)"),
@@ -270,12 +273,15 @@ async fn drive(inner: &Inner, scan: &Scan, user_cancel: &CancellationToken) -> O
     heartbeat.tick().await;
     // Set when this worker must stop without finishing the scan.
     let mut abandoned = false;
+    let mut steps = StepClock::default();
     let outcome = loop {
         tokio::select! {
             outcome = &mut engine => break outcome,
             Some(mut p) = rx.recv() => {
+                steps.observe(scan.scan_type, &p);
                 // Coalesce what queued up while we wrote: the newest wins.
                 while let Ok(next) = rx.try_recv() {
+                    steps.observe(scan.scan_type, &next);
                     p = next;
                 }
                 match store.record_step(scan.id, owner, p.percent, &step_label(&p), settings.lease).await {
@@ -294,6 +300,10 @@ async fn drive(inner: &Inner, scan: &Scan, user_cancel: &CancellationToken) -> O
             _ = inner.abort.cancelled(), if !abandoned => { abandoned = true; engine_stop.cancel(); }
         }
     };
+    // Reports the engine sent just before it returned still time steps.
+    while let Ok(p) = rx.try_recv() {
+        steps.observe(scan.scan_type, &p);
+    }
     if abandoned {
         return None;
     }
@@ -320,6 +330,28 @@ async fn drive(inner: &Inner, scan: &Scan, user_cancel: &CancellationToken) -> O
         }
     }
     None
+}
+
+/// Times each step from its start report to its end report, for the
+/// step duration histogram.
+#[derive(Debug, Default)]
+struct StepClock {
+    started: HashMap<&'static str, std::time::Instant>,
+}
+
+impl StepClock {
+    fn observe(&mut self, scan_type: crate::model::ScanType, p: &Progress) {
+        match p.state {
+            StepState::Started => {
+                self.started.insert(p.step, std::time::Instant::now());
+            }
+            StepState::Finished | StepState::Failed => {
+                if let Some(t) = self.started.remove(p.step) {
+                    crate::metrics::step_finished(scan_type, p.step, t.elapsed());
+                }
+            }
+        }
+    }
 }
 
 fn step_label(p: &Progress) -> String {

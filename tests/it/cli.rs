@@ -175,12 +175,13 @@ async fn client_commands_drive_the_service() {
     );
 }
 
-/// The `grpcurl` lines of README.md's API section.
-fn readme_grpcurl_lines() -> Vec<String> {
+/// The `grpcurl` lines of README.md starting with `prefix`: the plaintext
+/// block (`grpcurl -plaintext`) or the TLS one (`grpcurl -cacert`).
+fn readme_grpcurl_lines(prefix: &str) -> Vec<String> {
     let readme = include_str!("../../README.md");
     readme
         .lines()
-        .filter(|l| l.starts_with("grpcurl "))
+        .filter(|l| l.starts_with(prefix))
         .map(String::from)
         .collect()
 }
@@ -203,8 +204,16 @@ async fn the_readme_grpcurl_examples_work() {
     let keys = Keys::generate();
     let sshd = Sshd::start(&keys, Options::default()).await;
     let server = server_for(&keys, &sshd, &db).await;
-    let lines = readme_grpcurl_lines();
+    let lines = readme_grpcurl_lines("grpcurl -plaintext ");
     assert_eq!(lines.len(), 6, "README examples changed: update this test");
+    assert_eq!(
+        include_str!("../../README.md")
+            .lines()
+            .filter(|l| l.starts_with("grpcurl "))
+            .count(),
+        lines.len() + readme_grpcurl_lines("grpcurl -cacert ").len(),
+        "every README grpcurl line is run by a test"
+    );
     let mut outputs = Vec::new();
     for line in &lines {
         let command = line.replace("127.0.0.1:50051", &server.addr.to_string());
@@ -245,6 +254,69 @@ async fn the_readme_grpcurl_examples_work() {
         "{}",
         outputs[5]
     );
+}
+
+#[tokio::test]
+async fn the_readme_grpcurl_tls_examples_work() {
+    grpcurl();
+    let pki = crate::support::tls::Pki::new("readme");
+    let db = TestDb::new().await;
+    let keys = Keys::generate();
+    let sshd = Sshd::start(&keys, Options::default()).await;
+    let server_with = |mtls: bool| {
+        let mut args = crate::e2e::server_args(&keys, &sshd, &[]);
+        args.extend(pki.server_args(mtls));
+        args
+    };
+    let tls = Server::start(&db.url, &server_with(false)).await;
+    let mtls = Server::start(&db.url, &server_with(true)).await;
+    let lines = readme_grpcurl_lines("grpcurl -cacert ");
+    assert_eq!(lines.len(), 3, "README examples changed: update this test");
+    let mut outputs = Vec::new();
+    for line in &lines {
+        // Lines that present a client certificate go to the mTLS server.
+        let server = if line.contains(" -cert ") {
+            &mtls
+        } else {
+            &tls
+        };
+        let command = line.replace("hostscan.example.org:50051", &server.addr.to_string());
+        let out = Command::new("sh")
+            .args(["-c", &command])
+            .current_dir(pki.dir.path())
+            .output()
+            .expect("sh");
+        assert!(
+            out.status.success(),
+            "{command}\n{}\n{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        outputs.push(text(&out.stdout));
+    }
+    assert!(
+        outputs[0].contains("hostscan.v1.ScanService"),
+        "{}",
+        outputs[0]
+    );
+    assert!(
+        outputs[1].contains("\"status\": \"SERVING\""),
+        "{}",
+        outputs[1]
+    );
+    // An empty database: proto3 JSON leaves out zero values.
+    let page: serde_json::Value = serde_json::from_str(&outputs[2]).expect("JSON");
+    assert!(page.is_object() && page.get("scans").is_none(), "{page}");
+    // The same ListScans without a client certificate fails the handshake.
+    let refused = lines[2]
+        .replace(" -cert client.pem -key client-key.pem", "")
+        .replace("hostscan.example.org:50051", &mtls.addr.to_string());
+    let out = Command::new("sh")
+        .args(["-c", &refused])
+        .current_dir(pki.dir.path())
+        .output()
+        .expect("sh");
+    assert!(!out.status.success(), "mTLS without a client certificate");
 }
 
 #[tokio::test]

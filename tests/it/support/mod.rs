@@ -9,6 +9,7 @@ pub mod faults;
 pub mod pg;
 pub mod server;
 pub mod sshd;
+pub mod tls;
 
 use std::future::Future;
 use std::net::TcpListener;

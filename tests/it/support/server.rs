@@ -14,6 +14,11 @@ use tonic::transport::Channel;
 use super::run;
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_hostscan");
+/// Logged, followed by the address, once the server serves everything.
+pub const READY: &str = "hostscan listening on ";
+/// Logged, followed by the address, once the gRPC port is open (health
+/// answers) even if the database is not there yet.
+pub const PORT_OPEN: &str = "gRPC port ";
 
 pub struct Server {
     pub addr: SocketAddr,
@@ -33,7 +38,21 @@ impl Server {
     }
 
     pub async fn start_env(database_url: &str, args: &[String], env: &[(&str, &str)]) -> Self {
-        let mut command = format!("exec 3<&0\n'{BINARY}' serve --listen 127.0.0.1:0");
+        Self::launch(database_url, args, env, "", READY).await
+    }
+
+    /// Starts `hostscan serve` after the shell commands `prelude` (e.g.
+    /// `ulimit -n 256;`) and returns once it logs `marker` followed by its
+    /// address: `READY` (serving) or `PORT_OPEN` (still waiting for the
+    /// database).
+    pub async fn launch(
+        database_url: &str,
+        args: &[String],
+        env: &[(&str, &str)],
+        prelude: &str,
+        marker: &str,
+    ) -> Self {
+        let mut command = format!("exec 3<&0\n{prelude}'{BINARY}' serve --listen 127.0.0.1:0");
         for a in args {
             command.push_str(&format!(" '{}'", a.replace('\'', "'\\''")));
         }
@@ -59,6 +78,7 @@ impl Server {
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = oneshot::channel::<Option<(u32, SocketAddr)>>();
         let log2 = log.clone();
+        let marker = marker.to_string();
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             let mut pid = 0;
@@ -68,7 +88,7 @@ impl Server {
                     pid = p.trim().parse().unwrap_or(0);
                     continue;
                 }
-                if let Some(rest) = line.split("hostscan listening on ").nth(1) {
+                if let Some(rest) = line.split(marker.as_str()).nth(1) {
                     let addr = rest.split_whitespace().next().and_then(|a| a.parse().ok());
                     if let (Some(addr), Some(tx)) = (addr, tx.take()) {
                         tx.send(Some((pid, addr))).ok();
@@ -113,6 +133,11 @@ impl Server {
     pub async fn client_with_key(&self, key: Option<&str>) -> Client {
         let auth = hostscan::cli::Auth::new(key);
         ScanServiceClient::with_interceptor(self.channel().await, auth)
+    }
+
+    /// Whether the server process still runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.wrapper.try_wait(), Ok(None))
     }
 
     pub fn logs(&self) -> String {
@@ -166,4 +191,28 @@ pub async fn watch(
         .await
         .expect("watch")
         .into_inner()
+}
+
+/// `GET /metrics` from the server's metrics listener: series → value, e.g.
+/// `hostscan_scans_finished_total{scan_type="quick",status="completed",error_kind="none"}`.
+/// Label order is as the exporter prints it.
+pub async fn scrape(addr: SocketAddr) -> std::collections::HashMap<String, f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to the metrics listener");
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("send");
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).await.expect("read");
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_string(), value.parse().ok()?))
+        })
+        .collect()
 }

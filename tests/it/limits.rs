@@ -1,0 +1,195 @@
+//! Connection hygiene on the gRPC port against the real server: silent
+//! connections under a low open-file limit, `--max-connections`, and bounded
+//! requests.
+
+use std::time::Duration;
+
+use hostscan::pb;
+use hostscan::pb::scan_service_client::ScanServiceClient;
+use tokio::io::AsyncReadExt;
+use tonic::Code;
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::e2e::server_args;
+use crate::support::eventually;
+use crate::support::pg::TestDb;
+use crate::support::server::{READY, Server};
+use crate::support::sshd::{Keys, Options, Sshd};
+
+async fn check_health(channel: Channel) -> Result<(), tonic::Status> {
+    HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .map(|_| ())
+}
+
+/// Connects and gets an answer, or says why not.
+async fn served(server: &Server) -> Result<Channel, String> {
+    let channel = Channel::from_shared(server.url())
+        .expect("url")
+        .connect_timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .map_err(|e| format!("connect: {e:?}"))?;
+    check_health(channel.clone())
+        .await
+        .map_err(|e| format!("health: {e:?}"))?;
+    Ok(channel)
+}
+
+#[tokio::test]
+async fn silent_connections_do_not_lock_out_a_fresh_client() {
+    // The failure: at a file limit of 256, 300 connections that never
+    // sent the HTTP/2 preface locked every new client out, and none of 500
+    // was ever closed. The soft limit starts lower to show it is raised.
+    let db = TestDb::new().await;
+    let keys = Keys::generate();
+    let sshd = Sshd::start(&keys, Options::default()).await;
+    let deadline = Duration::from_secs(3);
+    let server = Server::launch(
+        &db.url,
+        &server_args(&keys, &sshd, &["--handshake-timeout", "3"]),
+        &[],
+        "ulimit -S -n 128; ulimit -H -n 256; ",
+        READY,
+    )
+    .await;
+    assert!(
+        server
+            .logs()
+            .contains("raised the open-file limit to its hard limit")
+            && server.logs().contains("before=128 limit=256"),
+        "{}",
+        server.logs()
+    );
+
+    let mut silent = Vec::new();
+    for _ in 0..500 {
+        silent.push(
+            tokio::net::TcpStream::connect(server.addr)
+                .await
+                .expect("the kernel accepts the TCP handshake"),
+        );
+    }
+    // A fresh client is served within the handshake deadline, while the
+    // silent connections are still there.
+    tokio::time::timeout(deadline, served(&server))
+        .await
+        .expect("a fresh client served within the handshake deadline")
+        .expect("a fresh client served");
+
+    // Every silent connection is closed by the server: at once when it
+    // could not be held, else at the handshake deadline. A read returns
+    // when the server closes (EOF or reset); the deadline fails the test.
+    let by = tokio::time::Instant::now() + Duration::from_secs(30);
+    for (i, mut tcp) in silent.into_iter().enumerate() {
+        let mut buf = [0u8; 64];
+        match tokio::time::timeout_at(by, tcp.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {}
+            Ok(Ok(n)) => panic!("silent connection {i} got {n} bytes"),
+            Err(_) => panic!("silent connection {i} was never closed"),
+        }
+    }
+    // The server is still fine.
+    served(&server).await.expect("served afterwards");
+    assert!(!server.logs().contains("panicked"));
+}
+
+#[tokio::test]
+async fn max_connections_closes_extra_connections_at_once() {
+    let db = TestDb::new().await;
+    let keys = Keys::generate();
+    let sshd = Sshd::start(&keys, Options::default()).await;
+    let server = Server::start(
+        &db.url,
+        &server_args(&keys, &sshd, &["--max-connections", "3"]),
+    )
+    .await;
+    let mut established = Vec::new();
+    for _ in 0..3 {
+        established.push(served(&server).await.expect("within the limit"));
+    }
+    // Every slot holds an established connection: the next is closed at
+    // once, not queued and not served.
+    let extra = served(&server).await;
+    assert!(extra.is_err(), "a fourth connection was served");
+    // The established ones keep working.
+    for c in &established {
+        check_health(c.clone())
+            .await
+            .expect("established connection");
+    }
+    // Once one closes, a new client gets its place.
+    drop(established.pop());
+    eventually("a slot to free up", Duration::from_secs(20), || async {
+        served(&server).await.ok()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn requests_are_bounded() {
+    let db = TestDb::new().await;
+    let keys = Keys::generate();
+    let sshd = Sshd::start(&keys, Options::default()).await;
+    let server = Server::start(&db.url, &server_args(&keys, &sshd, &[])).await;
+    let mut client = ScanServiceClient::new(server.channel().await);
+    // A 1 MB filter never reaches validation or the database.
+    let status = client
+        .list_scans(pb::ListScansRequest {
+            hostname: "a".repeat(1 << 20),
+            ..Default::default()
+        })
+        .await
+        .expect_err("too large");
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    // Just under the cap, it is validated: the field is named.
+    let status = client
+        .list_scans(pb::ListScansRequest {
+            hostname: "a".repeat(60_000),
+            ..Default::default()
+        })
+        .await
+        .expect_err("too long");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().starts_with("hostname: "),
+        "{}",
+        status.message()
+    );
+    // The connection and the server are fine.
+    client
+        .list_scans(pb::ListScansRequest::default())
+        .await
+        .expect("a normal request");
+}
+
+/// Reads from a raw TCP connection until it closes; the bytes read.
+async fn read_until_closed(tcp: &mut tokio::net::TcpStream) -> Vec<u8> {
+    let mut all = Vec::new();
+    let _ = tcp.read_to_end(&mut all).await;
+    all
+}
+
+#[tokio::test]
+async fn non_http2_clients_are_closed() {
+    let db = TestDb::new().await;
+    let keys = Keys::generate();
+    let sshd = Sshd::start(&keys, Options::default()).await;
+    let server = Server::start(&db.url, &server_args(&keys, &sshd, &[])).await;
+    let mut tcp = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("send");
+    let answer = tokio::time::timeout(Duration::from_secs(30), read_until_closed(&mut tcp))
+        .await
+        .expect("the server closes the connection");
+    assert!(answer.is_empty(), "no HTTP/1 answer: {answer:?}");
+    served(&server).await.expect("still serving");
+}
