@@ -72,7 +72,7 @@ async fn silent_connections_do_not_lock_out_a_fresh_client() {
         silent.push(
             tokio::net::TcpStream::connect(server.addr)
                 .await
-                .expect("the kernel accepts the TCP handshake"),
+                .expect("connect: the server keeps accepting"),
         );
     }
     // A fresh client is served within the handshake deadline, while the
