@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::api::ApiKeys;
 use crate::scan::Limits;
 use crate::ssh::{ClientKey, HostKeyPolicy};
+use crate::store::Database;
 
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{setting}: {message}")]
@@ -31,9 +32,8 @@ pub struct ServeArgs {
     /// Address to listen on for gRPC.
     #[arg(long, env = "HOSTSCAN_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
-    /// PostgreSQL URL, e.g. postgres://hostscan@127.0.0.1/hostscan.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: String,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
     /// Private key file for SSH (repeatable; comma-separated in the
     /// environment). Default: ~/.ssh/id_ed25519, id_ecdsa, id_rsa that exist.
     #[arg(long = "ssh-key", env = "HOSTSCAN_SSH_KEY", value_delimiter = ',')]
@@ -95,11 +95,49 @@ pub struct ServeArgs {
     pub db_pool_size: u32,
 }
 
+/// Where the data lives: flags shared by `serve`, `migrate` and friends.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct DatabaseArgs {
+    /// Database URL: postgres://user@host/db (production, several replicas)
+    /// or sqlite:///path/to/file.db. Default: the embedded SQLite database
+    /// in --data-dir.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Directory of the embedded database (hostscan.db) when no
+    /// --database-url is given. Default: $XDG_DATA_HOME/hostscan, else
+    /// ~/.local/share/hostscan.
+    #[arg(long, env = "HOSTSCAN_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl DatabaseArgs {
+    /// The database these flags name; the error names the setting.
+    pub fn database(&self) -> Result<Database, ConfigError> {
+        match self.database_url.as_deref().map(str::trim) {
+            Some(url) if !url.is_empty() => {
+                Database::parse(url).map_err(|m| err("--database-url/DATABASE_URL", m))
+            }
+            _ => {
+                let dir = match &self.data_dir {
+                    Some(dir) => dir.clone(),
+                    None => crate::store::default_data_dir().ok_or_else(|| {
+                        err(
+                            "--data-dir/HOSTSCAN_DATA_DIR",
+                            "neither XDG_DATA_HOME nor HOME is set; give a directory for the embedded database",
+                        )
+                    })?,
+                };
+                Ok(Database::Sqlite(dir.join(crate::store::SQLITE_FILE)))
+            }
+        }
+    }
+}
+
 /// Validated configuration of the service.
 #[derive(Clone)]
 pub struct Config {
     pub listen: SocketAddr,
-    pub database_url: String,
+    pub database: Database,
     pub keys: Arc<[ClientKey]>,
     pub ssh_user: String,
     pub ssh_port: u16,
@@ -120,7 +158,7 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("listen", &self.listen)
-            .field("database_url", &redact_url(&self.database_url))
+            .field("database", &self.database.display())
             .field("keys", &self.keys)
             .field("ssh_user", &self.ssh_user)
             .field("ssh_port", &self.ssh_port)
@@ -204,9 +242,7 @@ fn secs(setting: &'static str, value: u64, min: u64, max: u64) -> Result<Duratio
 
 impl ServeArgs {
     pub fn validate(self) -> Result<Config, ConfigError> {
-        if self.database_url.trim().is_empty() {
-            return Err(err("--database-url/DATABASE_URL", "is required"));
-        }
+        let database = self.database.database()?;
         let api_keys: Vec<String> = self
             .api_keys
             .iter()
@@ -293,7 +329,7 @@ impl ServeArgs {
         )?;
         Ok(Config {
             listen: self.listen,
-            database_url: self.database_url,
+            database,
             keys: load_keys(&self.ssh_keys, "--ssh-key/HOSTSCAN_SSH_KEY")?,
             ssh_user,
             ssh_port: self.ssh_port,

@@ -21,8 +21,8 @@ use crate::config::Config;
 use crate::events::Hub;
 use crate::model::ScanEvent;
 use crate::pb::scan_service_server::ScanServiceServer;
-use crate::store::Store;
 use crate::store::listen::{self, Signal};
+use crate::store::{Database, ServerLock, Store};
 use crate::worker::{Settings, Workers};
 
 /// Events a watcher may fall behind before it resyncs from the database.
@@ -53,8 +53,9 @@ fn instance_id() -> String {
 }
 
 /// Runs migrations and exits.
-pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
-    let store = Store::open(database_url, 2, &instance_id())?;
+pub async fn migrate(database: &Database) -> anyhow::Result<()> {
+    let _lock = lock_embedded(database)?;
+    let store = Store::open_database(database, 2, &instance_id())?;
     let applied = store.migrate().await?;
     if applied.is_empty() {
         println!("database is up to date");
@@ -66,6 +67,31 @@ pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `hostscan copy-db`: every scan and pin from `from` into `to`.
+pub async fn copy_db(from: &str, to: &str) -> anyhow::Result<()> {
+    let parse =
+        |flag: &str, url: &str| Database::parse(url).map_err(|e| anyhow::anyhow!("--{flag}: {e}"));
+    let (from, to) = (parse("from", from)?, parse("to", to)?);
+    if from == to {
+        anyhow::bail!("--from and --to name the same database");
+    }
+    let _locks = (lock_embedded(&from)?, lock_embedded(&to)?);
+    let instance = instance_id();
+    let source = Store::open_database(&from, 2, &instance)?;
+    let destination = Store::open_database(&to, 2, &instance)?;
+    let report = crate::store::copy::copy(&source, &destination).await?;
+    println!("{} → {}: {report}", from.display(), to.display());
+    Ok(())
+}
+
+/// The embedded database serves one process at a time: takes its lock.
+fn lock_embedded(database: &Database) -> anyhow::Result<Option<ServerLock>> {
+    match database {
+        Database::Sqlite(path) => Ok(Some(ServerLock::acquire(path).map_err(anyhow::Error::msg)?)),
+        Database::Postgres(_) => Ok(None),
+    }
+}
+
 /// Serves until `shutdown` resolves, then drains. `bound` receives the
 /// listening address once the socket is bound (tests use port 0).
 pub async fn run(
@@ -74,11 +100,23 @@ pub async fn run(
     bound: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
 ) -> anyhow::Result<()> {
     let instance = instance_id();
-    let store = Store::open(&config.database_url, config.db_pool_size, &instance)?;
+    let _lock = lock_embedded(&config.database)?;
+    let store = Store::open_database(&config.database, config.db_pool_size, &instance)?;
     store
         .migrate()
         .await
         .map_err(|e| anyhow::anyhow!("cannot prepare the database: {e}"))?;
+    match &config.database {
+        Database::Sqlite(path) => tracing::info!(
+            path = %path.display(),
+            "embedded database at {} (SQLite, one server; use --database-url postgres://… \
+             for several replicas)",
+            path.display()
+        ),
+        Database::Postgres(_) => {
+            tracing::info!(database = %config.database.display(), "PostgreSQL database")
+        }
+    }
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("--listen {}: {e}", config.listen))?;
@@ -105,12 +143,10 @@ pub async fn run(
     let background = TaskTracker::new();
     let background_stop = CancellationToken::new();
     let (signal_tx, signal_rx) = mpsc::unbounded_channel();
-    {
-        let (url, instance, stop) = (
-            store.url().to_string(),
-            instance.clone(),
-            background_stop.clone(),
-        );
+    // Other replicas' changes arrive over LISTEN/NOTIFY (PostgreSQL only;
+    // the embedded database serves one replica).
+    if let Some(url) = store.notify_url() {
+        let (url, instance, stop) = (url.to_string(), instance.clone(), background_stop.clone());
         background.spawn_blocking(move || listen::run(url, instance, signal_tx, stop));
     }
     background.spawn(bridge(
@@ -167,6 +203,7 @@ pub async fn run(
     let server = tokio::spawn(server);
 
     tracing::info!(%addr, workers = config.workers, auth = !config.api_keys.is_empty(), policy = %config.host_key_policy, "hostscan listening on {addr}");
+    tracing::info!("next, in another terminal: {}", next_command(addr));
     if let Some(tx) = bound {
         tx.send(addr).ok();
     }
@@ -197,6 +234,15 @@ pub async fn run(
     background.wait().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// What to try once the server listens, for someone reading its log.
+fn next_command(addr: SocketAddr) -> String {
+    let server = match addr.to_string().as_str() {
+        "127.0.0.1:50051" => String::new(),
+        other => format!(" --server http://{other}"),
+    };
+    format!("hostscan scan localhost{server}   (or: grpcurl -plaintext {addr} list)")
 }
 
 /// Applies other replicas' signals: wake workers, cancel local scans,

@@ -32,7 +32,7 @@ pub fn validate_username(name: &str) -> Result<String, Invalid> {
 /// down, INTERNAL (detail logged, not sent) otherwise.
 fn status(e: StoreError) -> Status {
     match e {
-        StoreError::Unavailable(detail) => {
+        StoreError::Unavailable(detail) | StoreError::LoginRefused(detail) => {
             tracing::warn!(%detail, "database unavailable");
             Status::unavailable("the database is unavailable; retry later")
         }

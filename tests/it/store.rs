@@ -1,12 +1,14 @@
-//! The PostgreSQL store: claims, leases, pagination, idempotency, pins.
+//! The store, on both backends: claims, leases, pagination, idempotency,
+//! pins, and copying between databases.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use hostscan::model::{ScanErrorKind, ScanResults, ScanStatus, ScanType};
-use hostscan::store::{Lease, ListQuery, NewScan, Pin, Store};
+use hostscan::store::{Lease, ListQuery, NewScan, Pin};
 
-use crate::support::pg::TestDb;
+use crate::both_backends;
+use crate::support::db::{Backend, TestDb};
 
 const LEASE: Duration = Duration::from_secs(30);
 
@@ -20,13 +22,8 @@ fn new_scan(host: &str) -> NewScan {
     }
 }
 
-fn store_as(db: &TestDb, owner: &str) -> Store {
-    Store::open(&db.url, 4, owner).expect("store")
-}
-
-#[tokio::test]
-async fn two_claimers_never_get_the_same_scan() {
-    let db = TestDb::new().await;
+async fn two_claimers_never_get_the_same_scan(backend: Backend) {
+    let db = TestDb::new(backend).await;
     let store = db.store();
     for i in 0..60 {
         store
@@ -36,7 +33,7 @@ async fn two_claimers_never_get_the_same_scan() {
     }
     let mut claimers = tokio::task::JoinSet::new();
     for c in 0..6 {
-        let store = store_as(&db, &format!("claimer-{c}"));
+        let store = db.store_as(&format!("claimer-{c}"));
         claimers.spawn(async move {
             let mut mine = Vec::new();
             while let Some(scan) = store
@@ -59,9 +56,8 @@ async fn two_claimers_never_get_the_same_scan() {
     assert_eq!(unique.len(), 60, "no scan claimed twice");
 }
 
-#[tokio::test]
-async fn claims_go_oldest_first_and_bump_the_sequence() {
-    let db = TestDb::new().await;
+async fn claims_go_oldest_first_and_bump_the_sequence(backend: Backend) {
+    let db = TestDb::new(backend).await;
     let store = db.store();
     let (first, created) = store.create(new_scan("a.example")).await.expect("create");
     assert!(created);
@@ -129,9 +125,8 @@ async fn claims_go_oldest_first_and_bump_the_sequence() {
     );
 }
 
-#[tokio::test]
-async fn expired_leases_are_requeued_once_then_failed_as_interrupted() {
-    let db = TestDb::new().await;
+async fn expired_leases_are_requeued_once_then_failed_as_interrupted(backend: Backend) {
+    let db = TestDb::new(backend).await;
     let store = db.store();
     let (scan, _) = store
         .create(new_scan("dies.example"))
@@ -145,11 +140,7 @@ async fn expired_leases_are_requeued_once_then_failed_as_interrupted() {
     // Nothing to recover while the lease is valid.
     assert!(store.recover_expired().await.expect("recover").is_empty());
 
-    db.execute(&format!(
-        "UPDATE scans SET lease_expires_at = now() - interval '1 second' WHERE id = {}",
-        scan.id
-    ))
-    .await;
+    db.expire_lease(scan.id).await;
     let recovered = store.recover_expired().await.expect("recover");
     assert_eq!(recovered.len(), 1);
     assert_eq!(recovered[0].status, ScanStatus::Pending);
@@ -175,11 +166,7 @@ async fn expired_leases_are_requeued_once_then_failed_as_interrupted() {
         .expect("claim")
         .expect("requeued scan");
     assert_eq!(again.id, scan.id);
-    db.execute(&format!(
-        "UPDATE scans SET lease_expires_at = now() - interval '1 second' WHERE id = {}",
-        scan.id
-    ))
-    .await;
+    db.expire_lease(scan.id).await;
     let recovered = store.recover_expired().await.expect("recover");
     assert_eq!(recovered.len(), 1);
     let failed = &recovered[0];
@@ -189,9 +176,8 @@ async fn expired_leases_are_requeued_once_then_failed_as_interrupted() {
     assert!(failed.results.is_some(), "terminal scans carry results");
 }
 
-#[tokio::test]
-async fn shutdown_requeue_does_not_spend_an_attempt() {
-    let db = TestDb::new().await;
+async fn shutdown_requeue_does_not_spend_an_attempt(backend: Backend) {
+    let db = TestDb::new(backend).await;
     let store = db.store();
     let (scan, _) = store
         .create(new_scan("drain.example"))
@@ -211,18 +197,13 @@ async fn shutdown_requeue_does_not_spend_an_attempt() {
         .await
         .expect("claim")
         .expect("scan");
-    db.execute(&format!(
-        "UPDATE scans SET lease_expires_at = now() - interval '1 second' WHERE id = {}",
-        scan.id
-    ))
-    .await;
+    db.expire_lease(scan.id).await;
     let recovered = store.recover_expired().await.expect("recover");
     assert_eq!(recovered[0].status, ScanStatus::Pending);
 }
 
-#[tokio::test]
-async fn keyset_pages_are_stable_under_inserts() {
-    let db = TestDb::new().await;
+async fn keyset_pages_are_stable_under_inserts(backend: Backend) {
+    let db = TestDb::new(backend).await;
     let store = db.store();
     let mut created = Vec::new();
     for i in 0..120 {
@@ -270,9 +251,8 @@ async fn keyset_pages_are_stable_under_inserts() {
     assert_eq!(seen, expected, "every original scan exactly once, in order");
 }
 
-#[tokio::test]
-async fn list_filters_combine() {
-    let db = TestDb::new().await;
+async fn list_filters_combine(backend: Backend) {
+    let db = TestDb::new(backend).await;
     let store = db.store();
     for (host, scan_type) in [
         ("a.example", ScanType::Quick),
@@ -343,9 +323,8 @@ async fn list_filters_combine() {
     );
 }
 
-#[tokio::test]
-async fn a_repeated_request_id_returns_the_first_scan() {
-    let db = TestDb::new().await;
+async fn a_repeated_request_id_returns_the_first_scan(backend: Backend) {
+    let db = TestDb::new(backend).await;
     let store = db.store();
     let with_id = |host: &str| NewScan {
         request_id: Some("retry-7".into()),
@@ -385,9 +364,8 @@ async fn a_repeated_request_id_returns_the_first_scan() {
     assert_eq!(creations, 1);
 }
 
-#[tokio::test]
-async fn cancel_pending_at_once_and_running_by_request() {
-    let db = TestDb::new().await;
+async fn cancel_pending_at_once_and_running_by_request(backend: Backend) {
+    let db = TestDb::new(backend).await;
     let store = db.store();
     let (pending, _) = store.create(new_scan("p.example")).await.expect("create");
     let (cancelled, changed) = store
@@ -441,9 +419,8 @@ async fn cancel_pending_at_once_and_running_by_request() {
     );
 }
 
-#[tokio::test]
-async fn host_key_pins_are_first_come() {
-    let db = TestDb::new().await;
+async fn host_key_pins_are_first_come(backend: Backend) {
+    let db = TestDb::new(backend).await;
     let store = db.store();
     let pin = |key: &'static str, fp: &'static str| {
         let store = store.clone();
@@ -478,3 +455,172 @@ async fn host_key_pins_are_first_come() {
         None
     );
 }
+
+/// `hostscan copy-db`, the real binary, from `from` to the other backend
+/// and back: every scan (all states, results, request ids) and pin, ids
+/// kept; a second copy changes nothing; a scan that moved on since is
+/// updated; new scans get ids above the copied ones; a different scan
+/// under a copied id stops the copy.
+async fn copy_db_moves_everything_both_ways(from: Backend) {
+    let to = match from {
+        Backend::Postgres => Backend::Sqlite,
+        Backend::Sqlite => Backend::Postgres,
+    };
+    let (source, destination) = (TestDb::new(from).await, TestDb::new(to).await);
+    let store = source.store_as("w");
+    let results = ScanResults {
+        hostname: "done.example".into(),
+        ..Default::default()
+    };
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let mut new = new_scan(&format!("h{i}.example"));
+        new.request_id = Some(format!("req-{i}"));
+        ids.push(store.create(new).await.expect("create").0.id);
+    }
+    // 0 completed, 1 failed, 2 cancelled, 3 running, 4-6 pending.
+    for status in [ScanStatus::Completed, ScanStatus::Failed] {
+        let scan = store
+            .claim_next("w", LEASE)
+            .await
+            .expect("claim")
+            .expect("scan");
+        let error = (status == ScanStatus::Failed).then(|| hostscan::model::ScanError {
+            kind: ScanErrorKind::AuthFailed,
+            message: "no key".into(),
+        });
+        store
+            .finish(scan.id, "w", status, &results, error.as_ref())
+            .await
+            .expect("finish");
+    }
+    store.request_cancel(ids[2]).await.expect("cancel");
+    let running = store
+        .claim_next("w", LEASE)
+        .await
+        .expect("claim")
+        .expect("scan");
+    assert_eq!(running.id, ids[3]);
+    store
+        .pin_host_key(
+            "h0.example",
+            22,
+            "ssh-ed25519",
+            "ssh-ed25519 AAAA",
+            "SHA256:x",
+        )
+        .await
+        .expect("pin");
+
+    let copy = |from: &TestDb, to: &TestDb| {
+        let out = std::process::Command::new(crate::support::server::BINARY)
+            .args(["copy-db", "--from", from.url(), "--to", to.url()])
+            .output()
+            .expect("run copy-db");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    let all = |db: &TestDb| {
+        let store = db.store();
+        async move {
+            let mut scans = Vec::new();
+            for id in 1..=12 {
+                if let Some(s) = store.get(id).await.expect("get") {
+                    scans.push(s);
+                }
+            }
+            scans
+        }
+    };
+
+    let (code, text) = copy(&source, &destination);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("scans: 7 copied, 0 updated, 0 already there"),
+        "{text}"
+    );
+    assert!(text.contains("pins: 1 copied"), "{text}");
+    assert_eq!(all(&source).await, all(&destination).await);
+    let copied = destination.store();
+    assert_eq!(
+        copied
+            .pin_host_key(
+                "h0.example",
+                22,
+                "ssh-ed25519",
+                "ssh-ed25519 AAAA",
+                "SHA256:x"
+            )
+            .await
+            .expect("pin"),
+        Pin::Matches
+    );
+    let mut again = new_scan("h0.example");
+    again.request_id = Some("req-0".into());
+    assert_eq!(
+        copied.create(again).await.expect("create").0.id,
+        ids[0],
+        "request ids survive"
+    );
+
+    // Idempotent; then the running scan finishes at the source and a
+    // second copy brings it over.
+    let (code, text) = copy(&source, &destination);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("scans: 0 copied, 0 updated, 7 already there"),
+        "{text}"
+    );
+    store
+        .finish(ids[3], "w", ScanStatus::Completed, &results, None)
+        .await
+        .expect("finish")
+        .expect("held");
+    let (code, text) = copy(&source, &destination);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("scans: 0 copied, 1 updated, 6 already there"),
+        "{text}"
+    );
+    assert_eq!(all(&source).await, all(&destination).await);
+
+    // New scans at the destination continue after the copied ids.
+    let (fresh, _) = copied
+        .create(new_scan("new.example"))
+        .await
+        .expect("create");
+    assert!(fresh.id > ids[6], "{} after {}", fresh.id, ids[6]);
+    // The source goes on too, up to the destination's new id: a different
+    // scan under one id stops the copy.
+    while store
+        .create(new_scan("other.example"))
+        .await
+        .expect("create")
+        .0
+        .id
+        < fresh.id
+    {}
+    let (code, text) = copy(&source, &destination);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains(&format!("already has a different scan {}", fresh.id)),
+        "{text}"
+    );
+}
+
+both_backends!(
+    two_claimers_never_get_the_same_scan,
+    claims_go_oldest_first_and_bump_the_sequence,
+    expired_leases_are_requeued_once_then_failed_as_interrupted,
+    shutdown_requeue_does_not_spend_an_attempt,
+    keyset_pages_are_stable_under_inserts,
+    list_filters_combine,
+    a_repeated_request_id_returns_the_first_scan,
+    cancel_pending_at_once_and_running_by_request,
+    host_key_pins_are_first_come,
+    copy_db_moves_everything_both_ways,
+);
