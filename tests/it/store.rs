@@ -624,3 +624,96 @@ both_backends!(
     host_key_pins_are_first_come,
     copy_db_moves_everything_both_ways,
 );
+
+/// PostgreSQL over TLS with the libpq built into hostscan (bundled, with a
+/// vendored OpenSSL): a server that accepts only TLS, `sslmode=verify-full`
+/// against the right CA works, the wrong CA is refused, and a plaintext
+/// login is refused with a message that says so.
+#[tokio::test]
+async fn postgres_over_tls_with_the_bundled_libpq() {
+    use crate::support::pg::{Cluster, ServerOptions};
+    use crate::support::{is_root, run, temp_dir};
+
+    let dir = temp_dir("hostscan-pgtls-");
+    let d = dir.path();
+    let path = |name: &str| d.join(name).to_str().expect("utf-8").to_string();
+    std::fs::write(
+        d.join("san.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .expect("ext");
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    for ca in ["ca", "other-ca"] {
+        let mut args = vec!["req", "-x509"];
+        args.extend(ec);
+        let (key, crt, subj) = (path(&format!("{ca}.key")), path(&format!("{ca}.crt")), format!("/CN=hostscan test {ca}"));
+        args.extend(["-keyout", &key, "-out", &crt, "-days", "2", "-subj", &subj]);
+        run("openssl", &args);
+    }
+    let (key, csr, crt) = (path("server.key"), path("server.csr"), path("server.crt"));
+    let mut args = vec!["req"];
+    args.extend(ec);
+    args.extend(["-keyout", &key, "-out", &csr, "-subj", "/CN=localhost"]);
+    run("openssl", &args);
+    let (ca_crt, ca_key, ext) = (path("ca.crt"), path("ca.key"), path("san.ext"));
+    run(
+        "openssl",
+        &[
+            "x509", "-req", "-in", &csr, "-CA", &ca_crt, "-CAkey", &ca_key, "-CAcreateserial",
+            "-out", &crt, "-days", "2", "-extfile", &ext,
+        ],
+    );
+    // The server reads its key as the postgres user, and wants it private.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).expect("chmod dir");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod key");
+    if is_root() {
+        run("chown", &["postgres:postgres", &key, &crt]);
+    }
+    let cluster = Cluster::start_with(ServerOptions {
+        settings: format!("-c ssl=on -c ssl_cert_file={crt} -c ssl_key_file={key}"),
+        hba: Some("local all all trust\nhostssl all all 127.0.0.1/32 trust\n".into()),
+    })
+    .await;
+    let url = |query: &str| {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/postgres?{query}",
+            cluster.port
+        )
+    };
+    let migrate = |url: String| {
+        let out = std::process::Command::new(crate::support::server::BINARY)
+            .args(["migrate", "--database-url", &url])
+            .output()
+            .expect("run migrate");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned()
+                + &String::from_utf8_lossy(&out.stdout),
+        )
+    };
+
+    let verified = url(&format!("sslmode=verify-full&sslrootcert={ca_crt}"));
+    let (code, text) = migrate(verified.clone());
+    assert_eq!(code, Some(0), "{text}");
+    let store = hostscan::store::Store::open(&verified, 2, "tls").expect("store");
+    let (scan, _) = store.create(new_scan("tls.example")).await.expect("create over TLS");
+    assert_eq!(
+        store.get(scan.id).await.expect("get").map(|s| s.hostname),
+        Some("tls.example".to_string())
+    );
+
+    let (code, text) = migrate(url(&format!(
+        "sslmode=verify-full&sslrootcert={}",
+        path("other-ca.crt")
+    )));
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("certificate verify failed"), "{text}");
+
+    let (code, text) = migrate(url("sslmode=disable"));
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("no pg_hba.conf entry") && text.contains("refused this login"),
+        "{text}"
+    );
+}
