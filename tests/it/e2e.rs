@@ -10,9 +10,9 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::support::eventually;
 use crate::both_backends;
 use crate::support::db::{Backend, TestDb};
+use crate::support::eventually;
 use crate::support::pg::Cluster;
 use crate::support::server::{Client, Server, watch};
 use crate::support::sshd::{Keys, Options, Sshd, Userland};
@@ -812,7 +812,8 @@ async fn sigterm_past_the_grace_period_requeues() {
 
 async fn a_killed_server_leaves_no_scan_running_forever(backend: Backend) {
     // df is slow but finishes: the requeued run completes.
-    let env = Env::start_on(backend, 
+    let env = Env::start_on(
+        backend,
         &[("df", "sleep 3; exec /usr/bin/df \"$@\"")],
         &["--lease-timeout", "2"],
     )
@@ -892,7 +893,10 @@ async fn serves_on_the_embedded_database_by_default() {
         .into_inner();
     let events = collect(&mut client, scan.id, 0).await;
     assert_well_formed(&events);
-    assert_eq!(status_of(events.last().expect("last")), pb::ScanStatus::Completed);
+    assert_eq!(
+        status_of(events.last().expect("last")),
+        pb::ScanStatus::Completed
+    );
 
     let second = std::process::Command::new("timeout")
         .arg("60")

@@ -74,7 +74,10 @@ fn assert_quick_facts(r: &ScanResults) {
     // reported file system against this machine's own df.
     assert!(!r.disks.is_empty(), "no disks");
     for disk in &r.disks {
-        assert!(disk.total_bytes > 0 && disk.used_bytes <= disk.total_bytes, "{disk:?}");
+        assert!(
+            disk.total_bytes > 0 && disk.used_bytes <= disk.total_bytes,
+            "{disk:?}"
+        );
         let local = run("df", &["-Pk", &disk.mount]);
         let size_kib: u64 = local
             .lines()

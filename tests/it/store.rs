@@ -642,11 +642,21 @@ async fn postgres_over_tls_with_the_bundled_libpq() {
         "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
     )
     .expect("ext");
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
     for ca in ["ca", "other-ca"] {
         let mut args = vec!["req", "-x509"];
         args.extend(ec);
-        let (key, crt, subj) = (path(&format!("{ca}.key")), path(&format!("{ca}.crt")), format!("/CN=hostscan test {ca}"));
+        let (key, crt, subj) = (
+            path(&format!("{ca}.key")),
+            path(&format!("{ca}.crt")),
+            format!("/CN=hostscan test {ca}"),
+        );
         args.extend(["-keyout", &key, "-out", &crt, "-days", "2", "-subj", &subj]);
         run("openssl", &args);
     }
@@ -659,8 +669,21 @@ async fn postgres_over_tls_with_the_bundled_libpq() {
     run(
         "openssl",
         &[
-            "x509", "-req", "-in", &csr, "-CA", &ca_crt, "-CAkey", &ca_key, "-CAcreateserial",
-            "-out", &crt, "-days", "2", "-extfile", &ext,
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca_crt,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-out",
+            &crt,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
         ],
     );
     // The server reads its key as the postgres user, and wants it private.
@@ -697,7 +720,10 @@ async fn postgres_over_tls_with_the_bundled_libpq() {
     let (code, text) = migrate(verified.clone());
     assert_eq!(code, Some(0), "{text}");
     let store = hostscan::store::Store::open(&verified, 2, "tls").expect("store");
-    let (scan, _) = store.create(new_scan("tls.example")).await.expect("create over TLS");
+    let (scan, _) = store
+        .create(new_scan("tls.example"))
+        .await
+        .expect("create over TLS");
     assert_eq!(
         store.get(scan.id).await.expect("get").map(|s| s.hostname),
         Some("tls.example".to_string())

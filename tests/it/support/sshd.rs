@@ -121,7 +121,11 @@ impl Drop for Sshd {
                 }
                 return;
             }
-            let next = if elapsed > Duration::from_secs(3) { "KILL" } else { "TERM" };
+            let next = if elapsed > Duration::from_secs(3) {
+                "KILL"
+            } else {
+                "TERM"
+            };
             if signalled != Some(next) {
                 signal(next, &left);
                 signalled = Some(next);
