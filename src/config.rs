@@ -93,6 +93,31 @@ pub struct ServeArgs {
     /// Database connections in the pool.
     #[arg(long, env = "HOSTSCAN_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: u32,
+    /// Delete finished scans older than this (e.g. 90d, 12w, 36h), keeping
+    /// each host's newest completed scan. Default: keep everything.
+    #[arg(long, env = "HOSTSCAN_RETENTION", value_parser = parse_age)]
+    pub retention: Option<Duration>,
+}
+
+/// An age as `parse_age` reads it: `90d`, `36h`, `90m`.
+pub fn format_age(age: Duration) -> String {
+    let secs = age.as_secs();
+    match secs {
+        s if s >= 86400 && s % 86400 == 0 => format!("{}d", s / 86400),
+        s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// An age such as `90d`, `12w`, `36h` or `1h 30m` (at least one minute).
+pub fn parse_age(value: &str) -> Result<Duration, String> {
+    let age = humantime::parse_duration(value.trim())
+        .map_err(|e| format!("{value:?} is not an age like 90d, 12w or 36h: {e}"))?;
+    if age < Duration::from_secs(60) {
+        return Err(format!("{value:?} is shorter than a minute"));
+    }
+    Ok(age)
 }
 
 /// Where the data lives: flags shared by `serve`, `migrate` and friends.
@@ -152,6 +177,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub watch_heartbeat: Duration,
     pub db_pool_size: u32,
+    /// Finished scans older than this are deleted; `None` keeps everything.
+    pub retention: Option<Duration>,
 }
 
 impl std::fmt::Debug for Config {
@@ -363,6 +390,7 @@ impl ServeArgs {
                 15,
             )?,
             db_pool_size: self.db_pool_size,
+            retention: self.retention,
         })
     }
 }
@@ -370,6 +398,16 @@ impl ServeArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ages() {
+        assert_eq!(parse_age("90d"), Ok(Duration::from_secs(90 * 86400)));
+        assert_eq!(parse_age("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_age("30s").is_err());
+        assert!(parse_age("ninety days").is_err());
+        assert_eq!(format_age(Duration::from_secs(90 * 86400)), "90d");
+        assert_eq!(format_age(Duration::from_secs(5400)), "90m");
+    }
 
     #[test]
     fn redacts_passwords() {

@@ -45,6 +45,18 @@ enum Command {
         #[command(flatten)]
         database: DatabaseArgs,
     },
+    /// Delete finished scans older than an age, once (what serve
+    /// --retention does in the background).
+    Prune {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// Age, e.g. 90d, 12w, 36h.
+        #[arg(long, value_parser = hostscan::config::parse_age)]
+        older_than: std::time::Duration,
+        /// Only count what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Copy every scan and host key pin from one database to another
     /// (e.g. the embedded database into PostgreSQL), idempotently.
     CopyDb {
@@ -100,7 +112,10 @@ async fn shutdown_signal() {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_log = match cli.command {
-        Command::Serve(_) | Command::Migrate { .. } | Command::CopyDb { .. } => "info",
+        Command::Serve(_)
+        | Command::Migrate { .. }
+        | Command::Prune { .. }
+        | Command::CopyDb { .. } => "info",
         _ => "warn",
     };
     init_logging(cli.log.as_deref(), default_log, cli.log_format);
@@ -113,6 +128,16 @@ async fn main() -> ExitCode {
         },
         Command::Migrate { database } => match database.database() {
             Ok(database) => hostscan::serve::migrate(&database).await.map(|()| 0),
+            Err(e) => Err(e.into()),
+        },
+        Command::Prune {
+            database,
+            older_than,
+            dry_run,
+        } => match database.database() {
+            Ok(database) => hostscan::serve::prune(&database, older_than, dry_run)
+                .await
+                .map(|()| 0),
             Err(e) => Err(e.into()),
         },
         Command::CopyDb { from, to } => hostscan::serve::copy_db(&from, &to).await.map(|()| 0),

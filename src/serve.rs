@@ -84,6 +84,25 @@ pub async fn copy_db(from: &str, to: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `hostscan prune`: deletes (or with `dry_run` counts) finished scans older
+/// than `older_than`, keeping each host's newest completed scan.
+pub async fn prune(database: &Database, older_than: Duration, dry_run: bool) -> anyhow::Result<()> {
+    let store = Store::open_database(database, 2, &instance_id())?;
+    store.migrate().await?;
+    let age = crate::config::format_age(older_than);
+    if dry_run {
+        let n = store.count_prunable(older_than).await?;
+        println!("would delete {n} scans finished more than {age} ago");
+    } else {
+        let n = store
+            .prune(older_than, crate::worker::retention::BATCH)
+            .await?;
+        println!("deleted {n} scans finished more than {age} ago");
+    }
+    println!("(each host's newest scan and newest completed scan are kept)");
+    Ok(())
+}
+
 /// The embedded database serves one process at a time: takes its lock.
 fn lock_embedded(database: &Database) -> anyhow::Result<Option<ServerLock>> {
     match database {
@@ -156,6 +175,14 @@ pub async fn run(
         workers.clone(),
         background_stop.clone(),
     ));
+
+    if let Some(keep_for) = config.retention {
+        background.spawn(crate::worker::retention::run(
+            store.clone(),
+            keep_for,
+            background_stop.clone(),
+        ));
+    }
 
     let (health, health_service) = tonic_health::server::health_reporter();
     // The migrations just ran: the database answers.

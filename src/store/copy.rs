@@ -8,7 +8,9 @@
 //! histories. Rows move in batches in id order; each batch is one
 //! transaction on the destination.
 
-use super::{PinRecord, ScanRecord, Store, StoreError};
+use std::collections::HashMap;
+
+use super::{HostRecord, PinRecord, ScanRecord, Store, StoreError};
 
 /// Scans per batch (one transaction each on the destination).
 const BATCH: i64 = 500;
@@ -54,6 +56,8 @@ pub async fn copy(from: &Store, to: &Store) -> Result<CopyReport, StoreError> {
     from.migrate().await?;
     to.migrate().await?;
     let mut report = CopyReport::default();
+    // The hosts rows the copied scans make, merged as they go by.
+    let mut hosts: HashMap<(String, i32), HostRecord> = HashMap::new();
     let mut after = 0;
     loop {
         let batch = from.run(move |b| b.export_scans(after, BATCH)).await?;
@@ -63,6 +67,11 @@ pub async fn copy(from: &Store, to: &Store) -> Result<CopyReport, StoreError> {
         let existing = to.run(move |b| b.get_many(&ids)).await?;
         let mut put = Vec::new();
         for row in batch {
+            let host = HostRecord::of(&row)?;
+            hosts
+                .entry((host.hostname.clone(), host.port))
+                .and_modify(|h| h.merge(&host))
+                .or_insert(host);
             match existing.iter().find(|e| e.id == row.id) {
                 None => {
                     report.scans_inserted += 1;
@@ -92,6 +101,8 @@ pub async fn copy(from: &Store, to: &Store) -> Result<CopyReport, StoreError> {
             to.run(move |b| b.put_scans(&put)).await?;
         }
     }
+    let hosts: Vec<HostRecord> = hosts.into_values().collect();
+    to.run(move |b| b.put_hosts(&hosts)).await?;
 
     let pins = from.run(|b| b.export_pins()).await?;
     let existing = to.run(|b| b.export_pins()).await?;

@@ -25,7 +25,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::model::{Scan, ScanError, ScanResults, ScanStatus, ScanType};
+use crate::model::{
+    Host, HostSummary, Scan, ScanError, ScanRef, ScanResults, ScanStatus, ScanType,
+};
 
 pub use sqlite::ServerLock;
 
@@ -274,14 +276,143 @@ pub struct PinRecord {
     pub first_seen: DateTime<Utc>,
 }
 
-/// What a finished scan's row gets.
+/// What a finished scan's row gets, and for a COMPLETED scan the summary
+/// its host's row gets.
 #[derive(Debug, Clone)]
 struct Finish {
     status: &'static str,
     results: serde_json::Value,
     error_kind: Option<&'static str>,
     error_message: Option<String>,
+    summary: Option<HostSummary>,
 }
+
+/// A `hosts` row: one per (hostname, port) ever scanned. Written by the
+/// statements that create (`last_scan_id`) and complete (`completed_*`) its
+/// scans, and by `copy`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostRecord {
+    pub hostname: String,
+    pub port: i32,
+    pub last_scan_id: i64,
+    pub completed_scan_id: Option<i64>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub completed_type: Option<String>,
+    pub os_id: Option<String>,
+    pub os_pretty_name: Option<String>,
+    pub kernel: Option<String>,
+    pub package_count: Option<i64>,
+    pub step_error_count: Option<i32>,
+}
+
+impl HostRecord {
+    /// The row for `scan`, as its host's newest scan and, if `scan` is
+    /// COMPLETED, its newest completed one.
+    fn of(scan: &ScanRecord) -> Result<Self, StoreError> {
+        let mut host = Self {
+            hostname: scan.hostname.clone(),
+            port: scan.port,
+            last_scan_id: scan.id,
+            completed_scan_id: None,
+            completed_at: None,
+            completed_type: None,
+            os_id: None,
+            os_pretty_name: None,
+            kernel: None,
+            package_count: None,
+            step_error_count: None,
+        };
+        if scan.status == ScanStatus::Completed.as_str() {
+            let results: ScanResults = match &scan.results {
+                Some(v) => serde_json::from_value(v.clone())
+                    .map_err(|e| StoreError::Internal(format!("scan {}: results: {e}", scan.id)))?,
+                None => ScanResults::default(),
+            };
+            host.complete(
+                scan.id,
+                scan.completed_at,
+                &scan.scan_type,
+                &HostSummary::of(&results),
+            );
+        }
+        Ok(host)
+    }
+
+    fn complete(&mut self, id: i64, at: Option<DateTime<Utc>>, scan_type: &str, s: &HostSummary) {
+        self.completed_scan_id = Some(id);
+        self.completed_at = at;
+        self.completed_type = Some(scan_type.to_string());
+        self.os_id = Some(s.os_id.clone());
+        self.os_pretty_name = Some(s.os_pretty_name.clone());
+        self.kernel = Some(s.kernel.clone());
+        self.package_count = s.package_count;
+        self.step_error_count = Some(s.step_error_count);
+    }
+
+    /// Folds `other` (the same host) in: the newer scan wins each part.
+    fn merge(&mut self, other: &Self) {
+        self.last_scan_id = self.last_scan_id.max(other.last_scan_id);
+        if other.completed_scan_id > self.completed_scan_id {
+            let last = self.last_scan_id;
+            *self = Self {
+                last_scan_id: last,
+                ..other.clone()
+            };
+        }
+    }
+
+    fn into_model(self, status: &str, created_at: DateTime<Utc>) -> Result<Host, StoreError> {
+        let name = format!("{}:{}", self.hostname, self.port);
+        let bad =
+            |what: &str, v: &str| StoreError::Internal(format!("host {name}: bad {what} {v:?}"));
+        let completed = match self.completed_scan_id {
+            Some(scan_id) => Some(HostSummary {
+                scan_id,
+                completed_at: self.completed_at,
+                scan_type: self.completed_type.as_deref().and_then(|t| t.parse().ok()),
+                os_id: self.os_id.unwrap_or_default(),
+                os_pretty_name: self.os_pretty_name.unwrap_or_default(),
+                kernel: self.kernel.unwrap_or_default(),
+                package_count: self.package_count,
+                step_error_count: self.step_error_count.unwrap_or(0),
+            }),
+            None => None,
+        };
+        Ok(Host {
+            port: u16::try_from(self.port).map_err(|_| bad("port", &self.port.to_string()))?,
+            hostname: self.hostname,
+            latest_scan: ScanRef {
+                id: self.last_scan_id,
+                status: status.parse().map_err(|_| bad("status", status))?,
+                created_at,
+            },
+            completed,
+        })
+    }
+}
+
+/// ListHosts filters and page position.
+#[derive(Debug, Clone, Default)]
+pub struct HostQuery {
+    /// Only hosts whose name starts with this (lowercase host-name characters).
+    pub hostname_prefix: Option<String>,
+    /// Only hosts whose newest completed scan found this OS id.
+    pub os_id: Option<String>,
+    pub limit: i64,
+    /// Keyset cursor: only hosts whose newest scan id is smaller.
+    pub before_scan_id: Option<i64>,
+}
+
+/// A page of hosts, newest activity first.
+#[derive(Debug, Clone)]
+pub struct HostPage {
+    pub hosts: Vec<Host>,
+    pub next_before_scan_id: Option<i64>,
+    pub total: i64,
+}
+
+/// A host row with its newest scan's status and creation time.
+type HostListing = (HostRecord, String, DateTime<Utc>);
 
 /// The SQL that differs between databases. Every method is synchronous
 /// diesel code and runs on a blocking thread (see `Store::run`).
@@ -325,6 +456,17 @@ trait Backend: Send + Sync + 'static {
     /// the same id; new scans keep getting ids above every written one.
     fn put_scans(&self, rows: &[ScanRecord]) -> Result<(), StoreError>;
     fn export_pins(&self) -> Result<Vec<PinRecord>, StoreError>;
+    /// Up to `q.limit + 1` hosts of the page (newest scan first) with their
+    /// newest scan's status and time, and the count of all that match.
+    fn list_hosts(&self, q: &HostQuery) -> Result<(Vec<HostListing>, i64), StoreError>;
+    /// Upserts host rows: for each part, the newer scan wins.
+    fn put_hosts(&self, rows: &[HostRecord]) -> Result<(), StoreError>;
+    /// Deletes up to `batch` terminal scans that ended more than
+    /// `older_than_secs` ago, except each host's newest scan and newest
+    /// completed scan, oldest first. `None` when another replica is pruning.
+    fn prune(&self, older_than_secs: i64, batch: i64) -> Result<Option<usize>, StoreError>;
+    /// How many scans `prune` would delete now, in all.
+    fn count_prunable(&self, older_than_secs: i64) -> Result<i64, StoreError>;
     /// Inserts pins, skipping hosts that have one.
     fn import_pins(&self, rows: &[PinRecord]) -> Result<usize, StoreError>;
 }
@@ -516,6 +658,7 @@ impl Store {
                 .map_err(|e| StoreError::Internal(e.to_string()))?,
             error_kind: error.map(|e| e.kind.as_str()),
             error_message: error.map(|e| e.message.clone()),
+            summary: (status == ScanStatus::Completed).then(|| HostSummary::of(results)),
         };
         model(self.run(move |b| b.finish(id, &owner, &end)).await?)
     }
@@ -578,6 +721,54 @@ impl Store {
     ) -> Result<Option<String>, StoreError> {
         let h = hostname.to_string();
         self.run(move |b| b.pinned_algorithm(&h, port)).await
+    }
+}
+
+impl Store {
+    /// Hosts ever scanned, newest activity (newest scan) first, with their
+    /// newest completed scan's summary. Filters combine with AND.
+    pub async fn list_hosts(&self, q: HostQuery) -> Result<HostPage, StoreError> {
+        let limit = q.limit.max(0);
+        let (mut rows, total) = self.run(move |b| b.list_hosts(&q)).await?;
+        let more = rows.len() as i64 > limit;
+        rows.truncate(usize::try_from(limit).unwrap_or(0));
+        let next_before_scan_id = if more {
+            rows.last().map(|(h, _, _)| h.last_scan_id)
+        } else {
+            None
+        };
+        Ok(HostPage {
+            hosts: rows
+                .into_iter()
+                .map(|(h, status, at)| h.into_model(&status, at))
+                .collect::<Result<_, _>>()?,
+            next_before_scan_id,
+            total,
+        })
+    }
+
+    /// Deletes terminal scans that ended more than `older_than` ago, in
+    /// batches of `batch` (each its own short transaction, so workers and
+    /// watchers never wait long), keeping each host's newest scan and newest
+    /// completed scan. Returns how many were deleted; 0 when another replica
+    /// holds the pruning lock.
+    pub async fn prune(&self, older_than: Duration, batch: i64) -> Result<usize, StoreError> {
+        let secs = i64::try_from(older_than.as_secs()).unwrap_or(i64::MAX);
+        let mut deleted = 0;
+        loop {
+            match self.run(move |b| b.prune(secs, batch.max(1))).await? {
+                Some(0) | None => return Ok(deleted),
+                Some(n) => deleted += n,
+            }
+            // Let the workers' writes through between batches.
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// How many scans `prune(older_than, …)` would delete now.
+    pub async fn count_prunable(&self, older_than: Duration) -> Result<i64, StoreError> {
+        let secs = i64::try_from(older_than.as_secs()).unwrap_or(i64::MAX);
+        self.run(move |b| b.count_prunable(secs)).await
     }
 }
 

@@ -21,7 +21,10 @@ use diesel::sql_types::{BigInt, Integer, Nullable, Text};
 use diesel::sqlite::SqliteConnection;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
-use super::{Backend, Finish, ListQuery, NewScan, PinRecord, ScanRecord, StoreError};
+use super::{
+    Backend, Finish, HostListing, HostQuery, HostRecord, ListQuery, NewScan, PinRecord, ScanRecord,
+    StoreError,
+};
 use crate::model::{ScanErrorKind, ScanResults, ScanStatus};
 
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
@@ -60,6 +63,25 @@ mod schema {
     }
 
     diesel::table! {
+        hosts (hostname, port) {
+            hostname -> Text,
+            port -> Integer,
+            last_scan_id -> BigInt,
+            completed_scan_id -> Nullable<BigInt>,
+            completed_at -> Nullable<BigInt>,
+            completed_type -> Nullable<Text>,
+            os_id -> Nullable<Text>,
+            os_pretty_name -> Nullable<Text>,
+            kernel -> Nullable<Text>,
+            package_count -> Nullable<BigInt>,
+            step_error_count -> Nullable<Integer>,
+        }
+    }
+
+    diesel::joinable!(hosts -> scans (last_scan_id));
+    diesel::allow_tables_to_appear_in_same_query!(scans, hosts);
+
+    diesel::table! {
         ssh_host_keys (hostname, port) {
             hostname -> Text,
             port -> Integer,
@@ -71,7 +93,7 @@ mod schema {
     }
 }
 
-use schema::{scans, ssh_host_keys};
+use schema::{hosts, scans, ssh_host_keys};
 
 #[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Insertable)]
 #[diesel(table_name = scans, check_for_backend(diesel::sqlite::Sqlite))]
@@ -192,6 +214,88 @@ struct PinRow {
     first_seen: i64,
 }
 
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = hosts, check_for_backend(diesel::sqlite::Sqlite))]
+struct HostRow {
+    hostname: String,
+    port: i32,
+    last_scan_id: i64,
+    completed_scan_id: Option<i64>,
+    completed_at: Option<i64>,
+    completed_type: Option<String>,
+    os_id: Option<String>,
+    os_pretty_name: Option<String>,
+    kernel: Option<String>,
+    package_count: Option<i64>,
+    step_error_count: Option<i32>,
+}
+
+impl From<HostRow> for HostRecord {
+    fn from(h: HostRow) -> Self {
+        Self {
+            hostname: h.hostname,
+            port: h.port,
+            last_scan_id: h.last_scan_id,
+            completed_scan_id: h.completed_scan_id,
+            completed_at: h.completed_at.map(time),
+            completed_type: h.completed_type,
+            os_id: h.os_id,
+            os_pretty_name: h.os_pretty_name,
+            kernel: h.kernel,
+            package_count: h.package_count,
+            step_error_count: h.step_error_count,
+        }
+    }
+}
+
+/// Records `host`'s newest scan and, if it has one, newest completed scan,
+/// where they are newer than what the row has. Inside the caller's
+/// immediate transaction.
+fn upsert_host(conn: &mut SqliteConnection, host: &HostRecord) -> Result<(), StoreError> {
+    diesel::sql_query(
+        "INSERT INTO hosts (hostname, port, last_scan_id) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (hostname, port) DO UPDATE \
+         SET last_scan_id = max(hosts.last_scan_id, excluded.last_scan_id)",
+    )
+    .bind::<Text, _>(&host.hostname)
+    .bind::<Integer, _>(host.port)
+    .bind::<BigInt, _>(host.last_scan_id)
+    .execute(conn)?;
+    if let Some(id) = host.completed_scan_id {
+        diesel::update(
+            hosts::table.find((&host.hostname, host.port)).filter(
+                hosts::completed_scan_id
+                    .is_null()
+                    .or(hosts::completed_scan_id.lt(id)),
+            ),
+        )
+        .set((
+            hosts::completed_scan_id.eq(id),
+            hosts::completed_at.eq(host.completed_at.map(micros)),
+            hosts::completed_type.eq(&host.completed_type),
+            hosts::os_id.eq(&host.os_id),
+            hosts::os_pretty_name.eq(&host.os_pretty_name),
+            hosts::kernel.eq(&host.kernel),
+            hosts::package_count.eq(host.package_count),
+            hosts::step_error_count.eq(host.step_error_count),
+        ))
+        .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// Terminal scans that ended before the cutoff and are neither a host's
+/// newest scan nor its newest completed one: what retention may delete.
+const PRUNABLE: &str = concat!(
+    "FROM scans s \
+     WHERE s.status IN ('completed', 'failed', 'cancelled') \
+       AND s.completed_at < ",
+    now!(),
+    " - ?1 * 1000000 \
+       AND NOT EXISTS (SELECT 1 FROM hosts h WHERE h.completed_scan_id = s.id) \
+       AND NOT EXISTS (SELECT 1 FROM hosts h WHERE h.last_scan_id = s.id)"
+);
+
 /// Pragmas every pooled connection gets.
 #[derive(Debug)]
 struct Pragmas;
@@ -275,7 +379,11 @@ impl Backend for Sqlite {
                 .get_result(conn)
                 .optional()?;
             match (inserted, &new.request_id) {
-                (Some(row), _) => Ok((row.try_into()?, true)),
+                (Some(row), _) => {
+                    let record = ScanRecord::try_from(row)?;
+                    upsert_host(conn, &HostRecord::of(&record)?)?;
+                    Ok((record, true))
+                }
                 (None, Some(rid)) => {
                     let row = scans::table
                         .filter(scans::request_id.eq(rid))
@@ -398,25 +506,33 @@ impl Backend for Sqlite {
     }
 
     fn finish(&self, id: i64, owner: &str, end: &Finish) -> Result<Option<ScanRecord>, StoreError> {
-        record(
-            diesel::sql_query(concat!(
-                "UPDATE scans SET status = ?3, \
-                   progress = CASE WHEN ?3 = 'completed' THEN 100 ELSE progress END, \
-                   current_step = '', completed_at = ",
-                now!(),
-                ", results = ?4, error_kind = ?5, error_message = ?6, lease_owner = NULL, \
-                   lease_expires_at = NULL, sequence = sequence + 1 \
-                 WHERE id = ?1 AND lease_owner = ?2 AND status = 'running' RETURNING *"
-            ))
-            .bind::<BigInt, _>(id)
-            .bind::<Text, _>(owner)
-            .bind::<Text, _>(end.status)
-            .bind::<Text, _>(end.results.to_string())
-            .bind::<Nullable<Text>, _>(end.error_kind)
-            .bind::<Nullable<Text>, _>(&end.error_message)
-            .get_result::<Row>(&mut self.conn()?)
-            .optional()?,
-        )
+        self.conn()?.immediate_transaction(|conn| {
+            let row = record(
+                diesel::sql_query(concat!(
+                    "UPDATE scans SET status = ?3, \
+                       progress = CASE WHEN ?3 = 'completed' THEN 100 ELSE progress END, \
+                       current_step = '', completed_at = ",
+                    now!(),
+                    ", results = ?4, error_kind = ?5, error_message = ?6, lease_owner = NULL, \
+                       lease_expires_at = NULL, sequence = sequence + 1 \
+                     WHERE id = ?1 AND lease_owner = ?2 AND status = 'running' RETURNING *"
+                ))
+                .bind::<BigInt, _>(id)
+                .bind::<Text, _>(owner)
+                .bind::<Text, _>(end.status)
+                .bind::<Text, _>(end.results.to_string())
+                .bind::<Nullable<Text>, _>(end.error_kind)
+                .bind::<Nullable<Text>, _>(&end.error_message)
+                .get_result::<Row>(conn)
+                .optional()?,
+            )?;
+            if let (Some(record), Some(summary)) = (&row, &end.summary) {
+                let mut host = HostRecord::of(record)?;
+                host.complete(record.id, record.completed_at, &record.scan_type, summary);
+                upsert_host(conn, &host)?;
+            }
+            Ok(row)
+        })
     }
 
     fn request_cancel(&self, id: i64) -> Result<Option<(ScanRecord, bool)>, StoreError> {
@@ -609,6 +725,72 @@ impl Backend for Sqlite {
             }
             Ok(inserted)
         })
+    }
+
+    fn list_hosts(&self, q: &HostQuery) -> Result<(Vec<HostListing>, i64), StoreError> {
+        let conn = &mut self.conn()?;
+        let filtered = || {
+            let mut query = hosts::table.inner_join(scans::table).into_boxed();
+            if let Some(prefix) = &q.hostname_prefix {
+                // Validated host-name characters: no LIKE wildcards.
+                query = query.filter(hosts::hostname.like(format!("{prefix}%")));
+            }
+            if let Some(os) = &q.os_id {
+                query = query.filter(hosts::os_id.eq(os.clone()));
+            }
+            query
+        };
+        let total: i64 = filtered().count().get_result(conn)?;
+        let mut page = filtered();
+        if let Some(before) = q.before_scan_id {
+            page = page.filter(hosts::last_scan_id.lt(before));
+        }
+        let rows: Vec<(HostRow, String, i64)> = page
+            .order(hosts::last_scan_id.desc())
+            .limit(q.limit.max(0) + 1)
+            .select((HostRow::as_select(), scans::status, scans::created_at))
+            .load(conn)?;
+        Ok((
+            rows.into_iter()
+                .map(|(h, status, at)| (h.into(), status, time(at)))
+                .collect(),
+            total,
+        ))
+    }
+
+    fn put_hosts(&self, rows: &[HostRecord]) -> Result<(), StoreError> {
+        self.conn()?.immediate_transaction(|conn| {
+            for host in rows {
+                upsert_host(conn, host)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn prune(&self, older_than_secs: i64, batch: i64) -> Result<Option<usize>, StoreError> {
+        // One server per file: no other replica to take turns with.
+        let deleted = self.conn()?.immediate_transaction(|conn| {
+            diesel::sql_query(format!(
+                "DELETE FROM scans WHERE id IN \
+                   (SELECT s.id {PRUNABLE} ORDER BY s.completed_at LIMIT ?2)"
+            ))
+            .bind::<BigInt, _>(older_than_secs)
+            .bind::<BigInt, _>(batch)
+            .execute(conn)
+        })?;
+        Ok(Some(deleted))
+    }
+
+    fn count_prunable(&self, older_than_secs: i64) -> Result<i64, StoreError> {
+        #[derive(QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+        }
+        let count: Count = diesel::sql_query(format!("SELECT count(*) AS n {PRUNABLE}"))
+            .bind::<BigInt, _>(older_than_secs)
+            .get_result(&mut self.conn()?)?;
+        Ok(count.n)
     }
 }
 

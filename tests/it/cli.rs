@@ -155,6 +155,29 @@ async fn client_commands_drive_the_service() {
         "finished scans stay as they are"
     );
 
+    // One host, its newest scan completed: the table and the JSON.
+    let out = hostscan(&["hosts", "--server", &url]);
+    let table = text(&out.stdout);
+    assert!(
+        table.contains(&format!("127.0.0.1:{}", sshd.port))
+            && table.contains(&format!("scan {id}"))
+            && table.contains("1 of 1 hosts"),
+        "{table}"
+    );
+    let out = hostscan(&["hosts", "--json", "--os", "nosuchos", "--server", &url]);
+    let none = json(&out);
+    assert!(
+        none.get("hosts").is_none() && none.get("totalSize").is_none(),
+        "{none}"
+    );
+    let out = hostscan(&["hosts", "--prefix", "bad host", "--server", &url]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("hostname_prefix:"),
+        "{}",
+        text(&out.stderr)
+    );
+
     let out = hostscan(&["health", "--server", &url]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 
@@ -250,6 +273,7 @@ async fn the_readme_grpcurl_examples_work() {
         "\"status\": \"SCAN_STATUS_COMPLETED\"",
         "\"id\": \"2\"",
         "\"totalSize\": \"2\"",
+        "\"hostname\": \"127.0.0.1\"",
         "\"status\": \"SERVING\"",
     ];
     let mut rest = output.as_str();
@@ -285,6 +309,28 @@ async fn migrate_runs_the_migrations_alone() {
     );
     let again = hostscan(&["migrate", "--database-url", &url]);
     assert_eq!(text(&again.stdout).trim(), "database is up to date");
+    // prune, once: nothing is old in a new database.
+    let out = hostscan(&[
+        "prune",
+        "--older-than",
+        "90d",
+        "--dry-run",
+        "--database-url",
+        &url,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("would delete 0 scans finished more than 90d ago"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = hostscan(&["prune", "--older-than", "5s", "--database-url", &url]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("shorter than a minute"),
+        "{}",
+        text(&out.stderr)
+    );
     // An unreachable database is a clear error, exit 2.
     let out = hostscan(&[
         "migrate",

@@ -916,6 +916,98 @@ async fn serves_on_the_embedded_database_by_default() {
     );
 }
 
+/// Retention on a database of 100,000 old scans of 1,000 hosts: the server
+/// deletes them in batches at start-up while a scan runs and a watcher
+/// follows it (the stream stays whole), keeps each host's newest completed
+/// scan, and ListHosts is served by indexes (EXPLAIN), not a scan of
+/// `scans`.
+#[tokio::test]
+async fn retention_prunes_a_large_history_while_scans_run() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let TestDb::Postgres(pg) = &db else {
+        unreachable!("a PostgreSQL database")
+    };
+    db.execute(
+        "INSERT INTO scans (hostname, port, username, scan_type, status, progress, created_at, \
+           started_at, completed_at, results, sequence, attempts) \
+         SELECT 'old-' || (g % 1000) || '.example', 22, 'scanner', 'quick', 'completed', 100, \
+           now() - interval '200 days' + g * interval '1 second', \
+           now() - interval '200 days' + g * interval '1 second', \
+           now() - interval '200 days' + g * interval '1 second' + interval '150 ms', \
+           jsonb_build_object('hostname', 'old-' || (g % 1000), 'os', jsonb_build_object( \
+             'id', 'debian', 'pretty_name', 'Debian GNU/Linux 12 (bookworm)', 'kernel', '6.1.0'), \
+             'disks', jsonb_build_array(jsonb_build_object('filesystem', '/dev/vda1', 'mount', '/', \
+               'total_bytes', 1e11, 'used_bytes', 5e10, 'available_bytes', 5e10, 'used_percent', 50))), \
+           5, 1 \
+         FROM generate_series(1, 100000) g; \
+         INSERT INTO hosts (hostname, port, last_scan_id, completed_scan_id, completed_at, \
+           completed_type, os_id, os_pretty_name, kernel, step_error_count) \
+         SELECT hostname, port, max(id), max(id), max(completed_at), 'quick', 'debian', \
+           'Debian GNU/Linux 12 (bookworm)', '6.1.0', 0 FROM scans GROUP BY hostname, port; \
+         ANALYZE scans; ANALYZE hosts;",
+    )
+    .await;
+    let plan = pg
+        .explain(
+            "SELECT * FROM hosts INNER JOIN scans ON scans.id = hosts.last_scan_id \
+             ORDER BY hosts.last_scan_id DESC LIMIT 51",
+        )
+        .await;
+    assert!(
+        plan.contains("Index Scan") && !plan.contains("Seq Scan on scans"),
+        "{plan}"
+    );
+
+    let keys = Keys::generate();
+    let (sshd, _slow) =
+        Sshd::with_fakes(&keys, &[("df", "sleep 2; exec /usr/bin/df \"$@\"")]).await;
+    let server = Server::start(
+        db.url(),
+        &server_args(&keys, &sshd, &["--retention", "90d"]),
+    )
+    .await;
+    let mut client = server.client().await;
+    let scan = client
+        .start_scan(pb::StartScanRequest {
+            hostname: "127.0.0.1".into(),
+            scan_type: pb::ScanType::Quick as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("start")
+        .into_inner();
+    let events = collect(&mut client, scan.id, 0).await;
+    assert_well_formed(&events);
+    assert_eq!(
+        status_of(events.last().expect("last")),
+        pb::ScanStatus::Completed
+    );
+
+    eventually("retention to finish", Duration::from_secs(300), || {
+        let logs = server.logs();
+        async move { logs.contains("retention deleted 99000 scans").then_some(()) }
+    })
+    .await;
+    let kept = pg
+        .query_text("SELECT count(*)::text AS line FROM scans WHERE hostname LIKE 'old-%'")
+        .await;
+    assert_eq!(
+        kept.trim(),
+        "1000",
+        "each host keeps its newest completed scan"
+    );
+    let hosts = client
+        .list_hosts(pb::ListHostsRequest {
+            hostname_prefix: "old-".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("hosts")
+        .into_inner();
+    assert_eq!(hosts.total_size, 1000);
+    assert!(hosts.hosts.iter().all(|h| h.latest_completed.is_some()));
+}
+
 both_backends!(
     every_rpc_against_a_real_host,
     cancel_stops_a_running_scan,

@@ -545,6 +545,22 @@ async fn copy_db_moves_everything_both_ways(from: Backend) {
     );
     assert!(text.contains("pins: 1 copied"), "{text}");
     assert_eq!(all(&source).await, all(&destination).await);
+    let hosts = |db: &TestDb| {
+        let store = db.store();
+        async move {
+            let query = hostscan::store::HostQuery {
+                limit: 100,
+                ..Default::default()
+            };
+            store.list_hosts(query).await.expect("hosts").hosts
+        }
+    };
+    assert_eq!(
+        hosts(&source).await,
+        hosts(&destination).await,
+        "hosts come along"
+    );
+    assert_eq!(hosts(&destination).await.len(), 7);
     let copied = destination.store();
     assert_eq!(
         copied
@@ -612,6 +628,275 @@ async fn copy_db_moves_everything_both_ways(from: Backend) {
     );
 }
 
+/// Runs a scan through claim and finish, as a worker would.
+async fn run_to_end(
+    store: &hostscan::store::Store,
+    new: NewScan,
+    status: ScanStatus,
+    results: &ScanResults,
+) -> i64 {
+    let (scan, _) = store.create(new).await.expect("create");
+    let claimed = store
+        .claim_next("w", LEASE)
+        .await
+        .expect("claim")
+        .expect("a scan");
+    assert_eq!(claimed.id, scan.id, "one pending scan at a time here");
+    let error = (status != ScanStatus::Completed).then(|| hostscan::model::ScanError {
+        kind: ScanErrorKind::Timeout,
+        message: "slow".into(),
+    });
+    store
+        .finish(scan.id, "w", status, results, error.as_ref())
+        .await
+        .expect("finish")
+        .expect("held");
+    scan.id
+}
+
+fn results_for(os_id: &str, packages: Option<u64>, step_errors: usize) -> ScanResults {
+    use hostscan::model::facts::{OsInfo, Packages, StepError};
+    ScanResults {
+        os: Some(OsInfo {
+            id: os_id.into(),
+            pretty_name: format!("{os_id} pretty"),
+            kernel: "6.1.0".into(),
+            ..Default::default()
+        }),
+        packages: packages.map(|count| Packages {
+            manager: "dpkg".into(),
+            count,
+            recent: Vec::new(),
+        }),
+        step_errors: (0..step_errors)
+            .map(|i| StepError {
+                step: format!("s{i}"),
+                message: "x".into(),
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// ListHosts: one row per (hostname, port), newest activity first, the
+/// newest completed scan's summary, the newest scan's status when it is
+/// newer, filters and pages.
+async fn hosts_follow_their_scans(backend: Backend) {
+    use hostscan::store::HostQuery;
+    let db = TestDb::new(backend).await;
+    let store = db.store_as("w");
+    let full = |host: &str, port: u16| NewScan {
+        port,
+        scan_type: ScanType::Full,
+        ..new_scan(host)
+    };
+    let a1 = run_to_end(
+        &store,
+        full("a.example", 22),
+        ScanStatus::Completed,
+        &results_for("debian", Some(400), 0),
+    )
+    .await;
+    let b1 = run_to_end(
+        &store,
+        new_scan("b.example"),
+        ScanStatus::Completed,
+        &results_for("rhel", None, 2),
+    )
+    .await;
+    let a2 = run_to_end(
+        &store,
+        full("a.example", 2222),
+        ScanStatus::Completed,
+        &results_for("alpine", Some(90), 0),
+    )
+    .await;
+    // a.example:22 again: the newest attempt fails, the summary stays.
+    let a3 = run_to_end(
+        &store,
+        new_scan("a.example"),
+        ScanStatus::Failed,
+        &ScanResults::default(),
+    )
+    .await;
+    // c.example only ever failed, and one more is pending.
+    let c1 = run_to_end(
+        &store,
+        new_scan("c.example"),
+        ScanStatus::Failed,
+        &ScanResults::default(),
+    )
+    .await;
+    let (c2, _) = store.create(new_scan("c.example")).await.expect("create");
+
+    let query =
+        |prefix: Option<&str>, os: Option<&str>, limit: i64, before: Option<i64>| HostQuery {
+            hostname_prefix: prefix.map(String::from),
+            os_id: os.map(String::from),
+            limit,
+            before_scan_id: before,
+        };
+    let page = store
+        .list_hosts(query(None, None, 10, None))
+        .await
+        .expect("hosts");
+    assert_eq!(page.total, 4);
+    let order: Vec<(String, u16)> = page
+        .hosts
+        .iter()
+        .map(|h| (h.hostname.clone(), h.port))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ("c.example", 22),
+            ("a.example", 22),
+            ("a.example", 2222),
+            ("b.example", 22)
+        ]
+        .map(|(h, p)| (h.to_string(), p))
+    );
+    let c = &page.hosts[0];
+    assert!(c.completed.is_none());
+    assert_eq!(
+        (c.latest_scan.id, c.latest_scan.status),
+        (c2.id, ScanStatus::Pending)
+    );
+    let a = &page.hosts[1];
+    assert_eq!(
+        (a.latest_scan.id, a.latest_scan.status),
+        (a3, ScanStatus::Failed)
+    );
+    let summary = a.completed.as_ref().expect("a completed scan");
+    assert_eq!(summary.scan_id, a1);
+    assert_eq!(
+        (
+            summary.os_id.as_str(),
+            summary.os_pretty_name.as_str(),
+            summary.kernel.as_str()
+        ),
+        ("debian", "debian pretty", "6.1.0")
+    );
+    assert_eq!(
+        (summary.package_count, summary.step_error_count),
+        (Some(400), 0)
+    );
+    assert_eq!(summary.scan_type, Some(ScanType::Full));
+    assert!(summary.completed_at.is_some());
+    assert_eq!(
+        page.hosts[2].completed.as_ref().map(|s| s.scan_id),
+        Some(a2)
+    );
+    let b = page.hosts[3].completed.as_ref().expect("b");
+    assert_eq!(
+        (b.scan_id, b.package_count, b.step_error_count),
+        (b1, None, 2)
+    );
+    assert_eq!(page.hosts[3].latest_scan.id, b1);
+    let _ = c1;
+
+    let only_a = store
+        .list_hosts(query(Some("a."), None, 10, None))
+        .await
+        .expect("prefix");
+    assert_eq!((only_a.total, only_a.hosts.len()), (2, 2));
+    let rhel = store
+        .list_hosts(query(None, Some("rhel"), 10, None))
+        .await
+        .expect("os");
+    assert_eq!(
+        rhel.hosts
+            .iter()
+            .map(|h| h.hostname.as_str())
+            .collect::<Vec<_>>(),
+        ["b.example"]
+    );
+    // Pages of one: every host once, in order.
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        let page = store
+            .list_hosts(query(None, None, 1, before))
+            .await
+            .expect("page");
+        seen.extend(page.hosts.iter().map(|h| (h.hostname.clone(), h.port)));
+        match page.next_before_scan_id {
+            Some(id) => before = Some(id),
+            None => break,
+        }
+    }
+    assert_eq!(seen, order);
+}
+
+/// Retention deletes old finished scans in batches and keeps each host's
+/// newest scan and newest completed scan, whatever their age; a dry run
+/// counts the same set.
+async fn retention_keeps_each_hosts_newest(backend: Backend) {
+    use std::time::Duration;
+    let db = TestDb::new(backend).await;
+    let store = db.store_as("w");
+    let ok = results_for("debian", None, 0);
+    let mut old = Vec::new();
+    for host in ["a.example", "b.example"] {
+        for status in [
+            ScanStatus::Completed,
+            ScanStatus::Completed,
+            ScanStatus::Failed,
+        ] {
+            old.push(run_to_end(&store, new_scan(host), status, &ok).await);
+        }
+    }
+    // c.example: two old completed scans, then a recent one.
+    let c_old1 = run_to_end(&store, new_scan("c.example"), ScanStatus::Completed, &ok).await;
+    let c_old2 = run_to_end(&store, new_scan("c.example"), ScanStatus::Completed, &ok).await;
+    let all_old: Vec<i64> = old.iter().copied().chain([c_old1, c_old2]).collect();
+    let ids = all_old
+        .iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let ago = match backend {
+        Backend::Postgres => "now() - interval '100 days'".to_string(),
+        Backend::Sqlite => {
+            "CAST(unixepoch('subsec') * 1000000 AS INTEGER) - 100 * 86400000000".to_string()
+        }
+    };
+    db.execute(&format!(
+        "UPDATE scans SET completed_at = {ago} WHERE id IN ({ids})"
+    ))
+    .await;
+    let c_new = run_to_end(&store, new_scan("c.example"), ScanStatus::Completed, &ok).await;
+    let running = store
+        .create(new_scan("d.example"))
+        .await
+        .expect("create")
+        .0
+        .id;
+    store.claim_next("w", LEASE).await.expect("claim");
+
+    let ninety = Duration::from_secs(90 * 86400);
+    // a and b: keep the newest completed (2nd) and the newest (failed 3rd);
+    // c: both old ones go, the recent one stays.
+    assert_eq!(store.count_prunable(ninety).await.expect("count"), 4);
+    assert_eq!(store.prune(ninety, 1).await.expect("prune"), 4);
+    assert_eq!(store.prune(ninety, 1).await.expect("prune again"), 0);
+    let mut left = Vec::new();
+    for id in 1..=running {
+        if store.get(id).await.expect("get").is_some() {
+            left.push(id);
+        }
+    }
+    assert_eq!(left, vec![old[1], old[2], old[4], old[5], c_new, running]);
+    let hosts = store
+        .list_hosts(hostscan::store::HostQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("hosts");
+    assert_eq!(hosts.total, 4, "no host is forgotten");
+}
+
 both_backends!(
     two_claimers_never_get_the_same_scan,
     claims_go_oldest_first_and_bump_the_sequence,
@@ -623,6 +908,8 @@ both_backends!(
     cancel_pending_at_once_and_running_by_request,
     host_key_pins_are_first_come,
     copy_db_moves_everything_both_ways,
+    hosts_follow_their_scans,
+    retention_keeps_each_hosts_newest,
 );
 
 /// PostgreSQL over TLS with the libpq built into hostscan (bundled, with a

@@ -267,6 +267,49 @@ impl TestDb {
         }
     }
 
+    /// The rows of a query whose one column is text named `line`, one per
+    /// line of the answer.
+    pub async fn query_text(&self, sql: &str) -> String {
+        #[derive(diesel::QueryableByName)]
+        struct Line {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            line: String,
+        }
+        let (url, sql) = (self.url.clone(), sql.to_string());
+        tokio::task::spawn_blocking(move || {
+            let mut c = PgConnection::establish(&url).expect("connection");
+            let lines: Vec<Line> = diesel::sql_query(&sql).load(&mut c).expect("query");
+            lines
+                .into_iter()
+                .map(|l| l.line)
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .await
+        .expect("join")
+    }
+
+    /// PostgreSQL's plan for `sql`, as EXPLAIN prints it.
+    pub async fn explain(&self, sql: &str) -> String {
+        #[derive(diesel::QueryableByName)]
+        struct Plan {
+            #[diesel(sql_type = diesel::sql_types::Text, column_name = "QUERY PLAN")]
+            line: String,
+        }
+        let (url, sql) = (self.url.clone(), format!("EXPLAIN {sql}"));
+        tokio::task::spawn_blocking(move || {
+            let mut c = PgConnection::establish(&url).expect("connection");
+            let lines: Vec<Plan> = diesel::sql_query(&sql).load(&mut c).expect("explain");
+            lines
+                .into_iter()
+                .map(|l| l.line)
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .await
+        .expect("join")
+    }
+
     /// Runs SQL directly (for arranging and inspecting state).
     pub async fn execute(&self, sql: &str) {
         let (url, sql) = (self.url.clone(), sql.to_string());
