@@ -7,7 +7,8 @@ use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
-    println!("cargo:rerun-if-changed=migrations");
+    println!("cargo:rerun-if-changed=migrations/postgres");
+    println!("cargo:rerun-if-changed=migrations/sqlite");
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     let fds = protox::compile(["hostscan/v1/scan.proto"], ["proto"])?;
     fs::write(out_dir.join("hostscan_descriptor.bin"), fds.encode_to_vec())?;

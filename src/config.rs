@@ -11,6 +11,7 @@ use crate::api::ApiKeys;
 use crate::net::TlsFiles;
 use crate::scan::Limits;
 use crate::ssh::{ClientKey, HostKeyPolicy};
+use crate::store::Database;
 
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{setting}: {message}")]
@@ -32,9 +33,8 @@ pub struct ServeArgs {
     /// Address to listen on for gRPC.
     #[arg(long, env = "HOSTSCAN_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
-    /// PostgreSQL URL, e.g. postgres://hostscan@127.0.0.1/hostscan.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: String,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
     /// Private key file for SSH (repeatable; comma-separated in the
     /// environment). Default: ~/.ssh/id_ed25519, id_ecdsa, id_rsa that exist.
     #[arg(long = "ssh-key", env = "HOSTSCAN_SSH_KEY", value_delimiter = ',')]
@@ -94,6 +94,10 @@ pub struct ServeArgs {
     /// Database connections in the pool.
     #[arg(long, env = "HOSTSCAN_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: u32,
+    /// Delete finished scans older than this (e.g. 90d, 12w, 36h), keeping
+    /// each host's newest completed scan. Default: keep everything.
+    #[arg(long, env = "HOSTSCAN_RETENTION", value_parser = parse_age)]
+    pub retention: Option<Duration>,
 
     // The gRPC port in production: TLS, connection limits, start-up, metrics.
     /// PEM certificate chain (leaf first) for TLS on the gRPC port; needs
@@ -136,11 +140,70 @@ pub struct ServeArgs {
     pub metrics_listen: Option<SocketAddr>,
 }
 
+/// An age as `parse_age` reads it: `90d`, `36h`, `90m`.
+pub fn format_age(age: Duration) -> String {
+    let secs = age.as_secs();
+    match secs {
+        s if s >= 86400 && s % 86400 == 0 => format!("{}d", s / 86400),
+        s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// An age such as `90d`, `12w`, `36h` or `1h 30m` (at least one minute).
+pub fn parse_age(value: &str) -> Result<Duration, String> {
+    let age = humantime::parse_duration(value.trim())
+        .map_err(|e| format!("{value:?} is not an age like 90d, 12w or 36h: {e}"))?;
+    if age < Duration::from_secs(60) {
+        return Err(format!("{value:?} is shorter than a minute"));
+    }
+    Ok(age)
+}
+
+/// Where the data lives: flags shared by `serve`, `migrate` and friends.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct DatabaseArgs {
+    /// Database URL: postgres://user@host/db (production, several replicas)
+    /// or sqlite:///path/to/file.db. Default: the embedded SQLite database
+    /// in --data-dir.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Directory of the embedded database (hostscan.db) when no
+    /// --database-url is given. Default: $XDG_DATA_HOME/hostscan, else
+    /// ~/.local/share/hostscan.
+    #[arg(long, env = "HOSTSCAN_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl DatabaseArgs {
+    /// The database these flags name; the error names the setting.
+    pub fn database(&self) -> Result<Database, ConfigError> {
+        match self.database_url.as_deref().map(str::trim) {
+            Some(url) if !url.is_empty() => {
+                Database::parse(url).map_err(|m| err("--database-url/DATABASE_URL", m))
+            }
+            _ => {
+                let dir = match &self.data_dir {
+                    Some(dir) => dir.clone(),
+                    None => crate::store::default_data_dir().ok_or_else(|| {
+                        err(
+                            "--data-dir/HOSTSCAN_DATA_DIR",
+                            "neither XDG_DATA_HOME nor HOME is set; give a directory for the embedded database",
+                        )
+                    })?,
+                };
+                Ok(Database::Sqlite(dir.join(crate::store::SQLITE_FILE)))
+            }
+        }
+    }
+}
+
 /// Validated configuration of the service.
 #[derive(Clone)]
 pub struct Config {
     pub listen: SocketAddr,
-    pub database_url: String,
+    pub database: Database,
     pub keys: Arc<[ClientKey]>,
     pub ssh_user: String,
     pub ssh_port: u16,
@@ -155,6 +218,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub watch_heartbeat: Duration,
     pub db_pool_size: u32,
+    /// Finished scans older than this are deleted; `None` keeps everything.
+    pub retention: Option<Duration>,
     /// TLS on the gRPC port, if configured.
     pub tls: Option<TlsFiles>,
     /// Limits of the gRPC port's accept loop (`max_connections` as asked;
@@ -169,7 +234,7 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("listen", &self.listen)
-            .field("database_url", &redact_url(&self.database_url))
+            .field("database", &self.database.display())
             .field("keys", &self.keys)
             .field("ssh_user", &self.ssh_user)
             .field("ssh_port", &self.ssh_port)
@@ -253,9 +318,7 @@ fn secs(setting: &'static str, value: u64, min: u64, max: u64) -> Result<Duratio
 
 impl ServeArgs {
     pub fn validate(self) -> Result<Config, ConfigError> {
-        if self.database_url.trim().is_empty() {
-            return Err(err("--database-url/DATABASE_URL", "is required"));
-        }
+        let database = self.database.database()?;
         let api_keys: Vec<String> = self
             .api_keys
             .iter()
@@ -379,7 +442,7 @@ impl ServeArgs {
         )?;
         Ok(Config {
             listen: self.listen,
-            database_url: self.database_url,
+            database,
             keys: load_keys(&self.ssh_keys, "--ssh-key/HOSTSCAN_SSH_KEY")?,
             ssh_user,
             ssh_port: self.ssh_port,
@@ -413,6 +476,7 @@ impl ServeArgs {
                 15,
             )?,
             db_pool_size: self.db_pool_size,
+            retention: self.retention,
             tls,
             net,
             max_streams_per_connection: self.max_streams_per_connection,
@@ -463,6 +527,16 @@ impl ServeArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ages() {
+        assert_eq!(parse_age("90d"), Ok(Duration::from_secs(90 * 86400)));
+        assert_eq!(parse_age("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_age("30s").is_err());
+        assert!(parse_age("ninety days").is_err());
+        assert_eq!(format_age(Duration::from_secs(90 * 86400)), "90d");
+        assert_eq!(format_age(Duration::from_secs(5400)), "90m");
+    }
 
     #[test]
     fn redacts_passwords() {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use hostscan::cli::{self, ClientCommand, ProbeArgs};
-use hostscan::config::ServeArgs;
+use hostscan::config::{DatabaseArgs, ServeArgs};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -42,8 +42,30 @@ enum Command {
     Serve(ServeArgs),
     /// Apply database migrations and exit.
     Migrate {
-        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-        database_url: String,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Delete finished scans older than an age, once (what serve
+    /// --retention does in the background).
+    Prune {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// Age, e.g. 90d, 12w, 36h.
+        #[arg(long, value_parser = hostscan::config::parse_age)]
+        older_than: std::time::Duration,
+        /// Only count what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Copy every scan and host key pin from one database to another
+    /// (e.g. the embedded database into PostgreSQL), idempotently.
+    CopyDb {
+        /// Source database URL (postgres://… or sqlite:///path.db).
+        #[arg(long, hide_env_values = true)]
+        from: String,
+        /// Destination database URL.
+        #[arg(long, hide_env_values = true)]
+        to: String,
     },
     /// Scan one host from this terminal: no server, no database.
     #[command(args_override_self = true)]
@@ -90,7 +112,10 @@ async fn shutdown_signal() {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_log = match cli.command {
-        Command::Serve(_) | Command::Migrate { .. } => "info",
+        Command::Serve(_)
+        | Command::Migrate { .. }
+        | Command::Prune { .. }
+        | Command::CopyDb { .. } => "info",
         _ => "warn",
     };
     init_logging(cli.log.as_deref(), default_log, cli.log_format);
@@ -101,9 +126,21 @@ async fn main() -> ExitCode {
                 .map(|()| 0),
             Err(e) => Err(e.into()),
         },
-        Command::Migrate { database_url } => {
-            hostscan::serve::migrate(&database_url).await.map(|()| 0)
-        }
+        Command::Migrate { database } => match database.database() {
+            Ok(database) => hostscan::serve::migrate(&database).await.map(|()| 0),
+            Err(e) => Err(e.into()),
+        },
+        Command::Prune {
+            database,
+            older_than,
+            dry_run,
+        } => match database.database() {
+            Ok(database) => hostscan::serve::prune(&database, older_than, dry_run)
+                .await
+                .map(|()| 0),
+            Err(e) => Err(e.into()),
+        },
+        Command::CopyDb { from, to } => hostscan::serve::copy_db(&from, &to).await.map(|()| 0),
         Command::Probe(args) => cli::probe(args).await,
         Command::Client(command) => cli::client(command).await,
     };

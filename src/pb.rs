@@ -201,6 +201,31 @@ impl From<&model::ScanEvent> for ScanEvent {
     }
 }
 
+impl From<&model::Host> for Host {
+    fn from(h: &model::Host) -> Self {
+        let completed_id = h.completed.as_ref().map(|c| c.scan_id);
+        Self {
+            hostname: h.hostname.clone(),
+            port: u32::from(h.port),
+            latest_completed: h.completed.as_ref().map(|c| HostScanSummary {
+                scan_id: c.scan_id,
+                completed_at: c.completed_at.map(timestamp),
+                scan_type: c.scan_type.map_or(0, |t| ScanType::from(t) as i32),
+                os_id: c.os_id.clone(),
+                os_pretty_name: c.os_pretty_name.clone(),
+                kernel: c.kernel.clone(),
+                package_count: c.package_count,
+                step_error_count: c.step_error_count,
+            }),
+            latest_scan: (Some(h.latest_scan.id) != completed_id).then(|| ScanRef {
+                scan_id: h.latest_scan.id,
+                status: ScanStatus::from(h.latest_scan.status) as i32,
+                created_at: Some(timestamp(h.latest_scan.created_at)),
+            }),
+        }
+    }
+}
+
 impl From<&facts::ScanResults> for ScanResults {
     fn from(r: &facts::ScanResults) -> Self {
         Self {

@@ -24,8 +24,8 @@ use crate::events::Hub;
 use crate::metrics::GrpcMetricsLayer;
 use crate::model::ScanEvent;
 use crate::net::{self, Tls};
-use crate::store::Store;
 use crate::store::listen::{self, Signal};
+use crate::store::{Database, ServerLock, Store};
 use crate::worker::{Settings, Workers};
 
 /// Events a watcher may fall behind before it resyncs from the database.
@@ -66,8 +66,9 @@ fn instance_id() -> String {
 }
 
 /// Runs migrations and exits.
-pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
-    let store = Store::open(database_url, 2, &instance_id())?;
+pub async fn migrate(database: &Database) -> anyhow::Result<()> {
+    let _lock = lock_embedded(database)?;
+    let store = Store::open_database(database, 2, &instance_id())?;
     let applied = store.migrate().await?;
     if applied.is_empty() {
         println!("database is up to date");
@@ -77,6 +78,50 @@ pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `hostscan copy-db`: every scan and pin from `from` into `to`.
+pub async fn copy_db(from: &str, to: &str) -> anyhow::Result<()> {
+    let parse =
+        |flag: &str, url: &str| Database::parse(url).map_err(|e| anyhow::anyhow!("--{flag}: {e}"));
+    let (from, to) = (parse("from", from)?, parse("to", to)?);
+    if from == to {
+        anyhow::bail!("--from and --to name the same database");
+    }
+    let _locks = (lock_embedded(&from)?, lock_embedded(&to)?);
+    let instance = instance_id();
+    let source = Store::open_database(&from, 2, &instance)?;
+    let destination = Store::open_database(&to, 2, &instance)?;
+    let report = crate::store::copy::copy(&source, &destination).await?;
+    println!("{} → {}: {report}", from.display(), to.display());
+    Ok(())
+}
+
+/// `hostscan prune`: deletes (or with `dry_run` counts) finished scans older
+/// than `older_than`, keeping each host's newest completed scan.
+pub async fn prune(database: &Database, older_than: Duration, dry_run: bool) -> anyhow::Result<()> {
+    let store = Store::open_database(database, 2, &instance_id())?;
+    store.migrate().await?;
+    let age = crate::config::format_age(older_than);
+    if dry_run {
+        let n = store.count_prunable(older_than).await?;
+        println!("would delete {n} scans finished more than {age} ago");
+    } else {
+        let n = store
+            .prune(older_than, crate::worker::retention::BATCH)
+            .await?;
+        println!("deleted {n} scans finished more than {age} ago");
+    }
+    println!("(each host's newest scan and newest completed scan are kept)");
+    Ok(())
+}
+
+/// The embedded database serves one process at a time: takes its lock.
+fn lock_embedded(database: &Database) -> anyhow::Result<Option<ServerLock>> {
+    match database {
+        Database::Sqlite(path) => Ok(Some(ServerLock::acquire(path).map_err(anyhow::Error::msg)?)),
+        Database::Postgres(_) => Ok(None),
+    }
 }
 
 /// Serves until `shutdown` resolves, then drains. `bound` receives the
@@ -93,6 +138,7 @@ pub async fn run(
     bound: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
 ) -> anyhow::Result<()> {
     let instance = instance_id();
+    let _lock = lock_embedded(&config.database)?;
     // Background tasks: owned here, stopped by `background_stop` (or, for
     // the gRPC port's accept loop, `server_stop`).
     let background = TaskTracker::new();
@@ -112,7 +158,7 @@ pub async fn run(
         });
         tracing::info!(%addr, "metrics on http://{addr}/metrics");
     }
-    let store = Store::open(&config.database_url, config.db_pool_size, &instance)?;
+    let store = Store::open_database(&config.database, config.db_pool_size, &instance)?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("--listen {}: {e}", config.listen))?;
@@ -159,6 +205,17 @@ pub async fn run(
         .migrate()
         .await
         .map_err(|e| anyhow::anyhow!("cannot prepare the database: {e}"))?;
+    match &config.database {
+        Database::Sqlite(path) => tracing::info!(
+            path = %path.display(),
+            "embedded database at {} (SQLite, one server; use --database-url postgres://… \
+             for several replicas)",
+            path.display()
+        ),
+        Database::Postgres(_) => {
+            tracing::info!(database = %config.database.display(), "PostgreSQL database")
+        }
+    }
 
     let hub = Hub::new(HUB_CAPACITY);
     let workers = Workers::start(
@@ -178,12 +235,10 @@ pub async fn run(
     );
 
     let (signal_tx, signal_rx) = mpsc::unbounded_channel();
-    {
-        let (url, instance, stop) = (
-            store.url().to_string(),
-            instance.clone(),
-            background_stop.clone(),
-        );
+    // Other replicas' changes arrive over LISTEN/NOTIFY (PostgreSQL only;
+    // the embedded database serves one replica).
+    if let Some(url) = store.notify_url() {
+        let (url, instance, stop) = (url.to_string(), instance.clone(), background_stop.clone());
         background.spawn_blocking(move || listen::run(url, instance, signal_tx, stop));
     }
     background.spawn(bridge(
@@ -193,6 +248,13 @@ pub async fn run(
         workers.clone(),
         background_stop.clone(),
     ));
+    if let Some(keep_for) = config.retention {
+        background.spawn(crate::worker::retention::run(
+            store.clone(),
+            keep_for,
+            background_stop.clone(),
+        ));
+    }
     if config.metrics_listen.is_some() {
         background.spawn(sample_metrics(store.clone(), background_stop.clone()));
     }
@@ -216,6 +278,10 @@ pub async fn run(
     background.spawn(health_loop(health.clone(), store.clone(), draining.clone()));
 
     tracing::info!(%addr, workers = config.workers, auth = !config.api_keys.is_empty(), policy = %config.host_key_policy, "hostscan listening on {addr}");
+    tracing::info!(
+        "next, in another terminal: {}",
+        next_command(addr, config.tls.is_some())
+    );
     if let Some(tx) = bound {
         tx.send(addr).ok();
     }
@@ -437,6 +503,20 @@ async fn sample_metrics(store: Store, stop: CancellationToken) {
             _ = tokio::time::sleep(METRICS_INTERVAL) => {}
         }
     }
+}
+
+/// What to try once the server listens, for someone reading its log.
+fn next_command(addr: SocketAddr, tls: bool) -> String {
+    if tls {
+        return format!(
+            "hostscan scan localhost --server https://{addr} --ca CA.pem   (or: grpcurl -cacert CA.pem {addr} list)"
+        );
+    }
+    let server = match addr.to_string().as_str() {
+        "127.0.0.1:50051" => String::new(),
+        other => format!(" --server http://{other}"),
+    };
+    format!("hostscan scan localhost{server}   (or: grpcurl -plaintext {addr} list)")
 }
 
 /// Applies other replicas' signals: wake workers, cancel local scans,

@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status};
 use crate::events::Hub;
 use crate::model::{ScanEvent, ScanStatus};
 use crate::pb::{self, scan_service_server::ScanService};
-use crate::store::{ListQuery, NewScan, Store, StoreError};
+use crate::store::{HostQuery, ListQuery, NewScan, Store, StoreError};
 use crate::worker::Workers;
 
 pub use deferred::Deferred;
@@ -51,7 +51,7 @@ pub fn validate_username(name: &str) -> Result<String, Invalid> {
 /// down, INTERNAL (detail logged, not sent) otherwise.
 fn status(e: StoreError) -> Status {
     match e {
-        StoreError::Unavailable(detail) => {
+        StoreError::Unavailable(detail) | StoreError::LoginRefused(detail) => {
             tracing::warn!(%detail, "database unavailable");
             Status::unavailable("the database is unavailable; retry later")
         }
@@ -198,6 +198,28 @@ impl ScanService for ScanApi {
             next_page_token: page
                 .next_before_id
                 .map(validate::encode_page_token)
+                .unwrap_or_default(),
+            total_size: page.total,
+        }))
+    }
+
+    async fn list_hosts(
+        &self,
+        request: Request<pb::ListHostsRequest>,
+    ) -> Result<Response<pb::ListHostsResponse>, Status> {
+        let r = request.into_inner();
+        let query = HostQuery {
+            hostname_prefix: validate::hostname_prefix(&r.hostname_prefix)?,
+            os_id: validate::os_id(&r.os_id)?,
+            limit: validate::page_size(r.page_size)?,
+            before_scan_id: validate::host_page_token(&r.page_token)?,
+        };
+        let page = self.store.list_hosts(query).await.map_err(status)?;
+        Ok(Response::new(pb::ListHostsResponse {
+            hosts: page.hosts.iter().map(pb::Host::from).collect(),
+            next_page_token: page
+                .next_before_scan_id
+                .map(validate::encode_host_page_token)
                 .unwrap_or_default(),
             total_size: page.total,
         }))

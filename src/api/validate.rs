@@ -191,6 +191,91 @@ pub fn page_token(value: &str) -> Result<Option<i64>, Invalid> {
         .ok_or_else(|| invalid("page_token", "is not a token this server issued"))
 }
 
+/// A host-name prefix filter: host-name characters (letters, digits, '.',
+/// '-', ':' for IPv6), up to 253; "" means none. Lowercased.
+pub fn hostname_prefix(value: &str) -> Result<Option<String>, Invalid> {
+    const FIELD: &str = "hostname_prefix";
+    if value.is_empty() {
+        return Ok(None);
+    }
+    if value.len() > 253 {
+        return Err(invalid(
+            FIELD,
+            format!("is {} bytes long; the limit is 253", value.len()),
+        ));
+    }
+    if !value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'))
+    {
+        return Err(invalid(
+            FIELD,
+            format!(
+                "may hold only letters, digits, '.', '-' and ':', got {}",
+                shown(value)
+            ),
+        ));
+    }
+    Ok(Some(value.to_ascii_lowercase()))
+}
+
+/// An os-release `ID`: 1-64 of lowercase letters, digits, '.', '_', '-';
+/// "" means none.
+pub fn os_id(value: &str) -> Result<Option<String>, Invalid> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    let ok = value.len() <= 64
+        && value.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+        });
+    if ok {
+        Ok(Some(value.to_string()))
+    } else {
+        Err(invalid(
+            "os_id",
+            format!(
+                "must be an os-release ID (up to 64 of a-z, 0-9, '.', '_', '-'), got {}",
+                shown(value)
+            ),
+        ))
+    }
+}
+
+const HOST_TOKEN_PREFIX: &str = "h1:";
+
+/// Opaque ListHosts page token for "hosts whose newest scan is older than
+/// `scan_id`".
+pub fn encode_host_page_token(before_scan_id: i64) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(format!("{HOST_TOKEN_PREFIX}{before_scan_id}"))
+}
+
+pub fn host_page_token(value: &str) -> Result<Option<i64>, Invalid> {
+    use base64::Engine as _;
+    if value.is_empty() {
+        return Ok(None);
+    }
+    if value.len() > MAX_PAGE_TOKEN {
+        return Err(invalid(
+            "page_token",
+            format!(
+                "is {} bytes long; tokens this server issues have at most {MAX_PAGE_TOKEN}",
+                value.len()
+            ),
+        ));
+    }
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(value)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.strip_prefix(HOST_TOKEN_PREFIX)?.parse::<i64>().ok())
+        .filter(|id| *id > 0)
+        .map(Some)
+        .ok_or_else(|| invalid("page_token", "is not a ListHosts token this server issued"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,6 +339,36 @@ mod tests {
         assert_eq!(request_id(""), Ok(None));
         assert!(request_id("a b").is_err());
         assert_eq!(scan_id(0).expect_err("zero").field, "scan_id");
+    }
+
+    #[test]
+    fn host_filters() {
+        assert_eq!(hostname_prefix(""), Ok(None));
+        assert_eq!(
+            hostname_prefix("Web-").ok().flatten().as_deref(),
+            Some("web-")
+        );
+        assert_eq!(
+            hostname_prefix("fe80::").ok().flatten().as_deref(),
+            Some("fe80::")
+        );
+        for bad in ["a%", "a_b", "x\0", "a b", &"a".repeat(254)] {
+            assert_eq!(
+                hostname_prefix(bad).expect_err(bad).field,
+                "hostname_prefix"
+            );
+        }
+        assert_eq!(os_id("debian").ok().flatten().as_deref(), Some("debian"));
+        assert_eq!(
+            os_id("opensuse-leap").ok().flatten().as_deref(),
+            Some("opensuse-leap")
+        );
+        for bad in ["Debian", "a'b", "x\0", &"a".repeat(65)] {
+            assert_eq!(os_id(bad).expect_err(bad).field, "os_id");
+        }
+        let token = encode_host_page_token(9);
+        assert_eq!(host_page_token(&token), Ok(Some(9)));
+        assert!(host_page_token(&encode_page_token(9)).is_err());
     }
 
     #[test]

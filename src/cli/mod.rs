@@ -320,6 +320,23 @@ pub enum ClientCommand {
         client: ClientArgs,
         id: i64,
     },
+    /// List every host ever scanned, newest activity first, with its newest
+    /// completed scan's summary.
+    Hosts {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Only hosts whose name starts with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Only hosts running this OS (os-release ID: debian, rhel, alpine...).
+        #[arg(long, default_value = "")]
+        os: String,
+        #[arg(long, default_value_t = 50)]
+        page_size: i32,
+        /// Token from a previous page.
+        #[arg(long, default_value = "")]
+        page_token: String,
+    },
     /// Check the server's health (exit 0 when SERVING), e.g. for container health checks.
     Health {
         #[command(flatten)]
@@ -414,6 +431,7 @@ impl ClientCommand {
             | Self::List { client, .. }
             | Self::Watch { client, .. }
             | Self::Cancel { client, .. }
+            | Self::Hosts { client, .. }
             | Self::Health { client } => client,
         }
     }
@@ -519,6 +537,30 @@ pub async fn client(command: ClientCommand) -> anyhow::Result<Exit> {
             Ok(0)
         }
         ClientCommand::Watch { id, after, .. } => watch(&args, &mut client, id, after).await,
+        ClientCommand::Hosts {
+            prefix,
+            os,
+            page_size,
+            page_token,
+            ..
+        } => {
+            let page = client
+                .list_hosts(pb::ListHostsRequest {
+                    hostname_prefix: prefix,
+                    os_id: os,
+                    page_size,
+                    page_token,
+                })
+                .await
+                .map_err(rpc_error)?
+                .into_inner();
+            if args.json {
+                println!("{}", pb::to_json(&page, "hostscan.v1.ListHostsResponse"));
+            } else {
+                print!("{}", render::hosts(&page));
+            }
+            Ok(0)
+        }
         ClientCommand::Health { .. } => health(&args).await,
         ClientCommand::Cancel { id, .. } => {
             let scan = client

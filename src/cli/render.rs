@@ -200,6 +200,65 @@ pub fn results(r: &pb::ScanResults) -> String {
     out
 }
 
+/// ListHosts as a table, one host per row, then the paging line.
+pub fn hosts(page: &pb::ListHostsResponse) -> String {
+    let mut table = comfy_table::Table::new();
+    table
+        .load_preset(comfy_table::presets::NOTHING)
+        .set_header([
+            "HOST",
+            "OS",
+            "KERNEL",
+            "PACKAGES",
+            "STEP ERRORS",
+            "COMPLETED",
+            "LATEST",
+        ]);
+    for h in &page.hosts {
+        let host = if h.hostname.contains(':') {
+            format!("[{}]:{}", h.hostname, h.port)
+        } else {
+            format!("{}:{}", h.hostname, h.port)
+        };
+        let c = h.latest_completed.as_ref();
+        let completed = c.map_or_else(
+            || "never".to_string(),
+            |c| format!("scan {} {}", c.scan_id, when(c.completed_at.as_ref())),
+        );
+        let latest = h.latest_scan.as_ref().map_or_else(String::new, |l| {
+            format!("scan {} {}", l.scan_id, status_name(l.status))
+        });
+        table.add_row([
+            host,
+            c.map(|c| c.os_pretty_name.clone()).unwrap_or_default(),
+            c.map(|c| c.kernel.clone()).unwrap_or_default(),
+            c.and_then(|c| c.package_count)
+                .map_or_else(String::new, |n| n.to_string()),
+            c.map_or_else(String::new, |c| c.step_error_count.to_string()),
+            completed,
+            latest,
+        ]);
+    }
+    let mut out = format!(
+        "{table}\n{} of {} hosts\n",
+        page.hosts.len(),
+        page.total_size
+    );
+    if !page.next_page_token.is_empty() {
+        out.push_str(&format!(
+            "next page: --page-token {}\n",
+            page.next_page_token
+        ));
+    }
+    out
+}
+
+fn when(t: Option<&prost_types::Timestamp>) -> String {
+    t.and_then(pb::from_timestamp)
+        .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

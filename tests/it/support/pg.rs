@@ -21,6 +21,17 @@ pub struct Cluster {
     /// `None` when the server is external (`DATABASE_URL`).
     process: Option<Tied>,
     data_dir: Option<PathBuf>,
+    /// Extra `postgres` command-line settings, kept for `restart`.
+    settings: String,
+}
+
+/// How a throwaway cluster differs from the default.
+#[derive(Default)]
+pub struct ServerOptions {
+    /// Extra `postgres` arguments, e.g. `-c ssl=on`.
+    pub settings: String,
+    /// pg_hba.conf to use instead of initdb's trust-everything one.
+    pub hba: Option<String>,
 }
 
 fn bin_dir() -> PathBuf {
@@ -42,6 +53,10 @@ fn bin_dir() -> PathBuf {
 impl Cluster {
     /// Starts a new throwaway cluster (its own data directory and port).
     pub async fn start() -> Self {
+        Self::start_with(ServerOptions::default()).await
+    }
+
+    pub async fn start_with(options: ServerOptions) -> Self {
         let bin = bin_dir();
         let dir = std::env::temp_dir().join(format!(
             "hostscan-pg-{}-{}",
@@ -59,19 +74,26 @@ impl Cluster {
             ""
         };
         let data = dir.join("data");
+        // From inside the cluster dir: as the postgres user, the caller's
+        // working directory may not be readable (a checkout under /root).
         let initdb = format!(
-            "{as_postgres}{} -D {} -U postgres --auth=trust -E UTF8 --no-sync --no-instructions >/dev/null",
+            "cd {} && {as_postgres}{} -D {} -U postgres --auth=trust -E UTF8 --no-sync --no-instructions >/dev/null",
+            dir.display(),
             bin.join("initdb").display(),
             data.display()
         );
         run("sh", &["-c", &initdb]);
+        if let Some(hba) = &options.hba {
+            std::fs::write(data.join("pg_hba.conf"), hba).expect("pg_hba.conf");
+        }
         let port = free_port();
-        let process = spawn_server(&dir, port);
+        let process = spawn_server(&dir, port, &options.settings);
         let cluster = Self {
             base_url: format!("postgres://postgres@127.0.0.1:{port}"),
             port,
             process: Some(process),
             data_dir: Some(dir),
+            settings: options.settings,
         };
         cluster.wait_ready().await;
         cluster
@@ -111,6 +133,7 @@ impl Cluster {
             port: 0,
             process: None,
             data_dir: None,
+            settings: String::new(),
         }
     }
 
@@ -136,7 +159,7 @@ impl Cluster {
             .clone()
             .expect("only a throwaway cluster restarts");
         std::fs::remove_file(dir.join(KEEP)).ok();
-        self.process = Some(spawn_server(&dir, self.port));
+        self.process = Some(spawn_server(&dir, self.port, &self.settings));
         self.wait_ready().await;
     }
 
@@ -165,16 +188,16 @@ const KEEP: &str = "keep";
 
 /// Runs `postgres` on `dir/data` (as the postgres user when we are root),
 /// removing `dir` once it exits unless `dir/keep` exists.
-fn spawn_server(dir: &std::path::Path, port: u16) -> Tied {
+fn spawn_server(dir: &std::path::Path, port: u16, settings: &str) -> Tied {
     let as_postgres = if is_root() {
         "setpriv --reuid=postgres --regid=postgres --clear-groups "
     } else {
         ""
     };
     let command = format!(
-        "{as_postgres}{} -D {dir}/data -p {port} -k {dir} -c listen_addresses=127.0.0.1 \
+        "cd {dir} && exec {as_postgres}{} -D {dir}/data -p {port} -k {dir} -c listen_addresses=127.0.0.1 \
          -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
-         -c max_connections=600 -c shared_buffers=64MB -c log_min_messages=panic",
+         -c max_connections=600 -c shared_buffers=64MB -c log_min_messages=panic {settings}",
         bin_dir().join("postgres").display(),
         dir = dir.display(),
     );
@@ -242,6 +265,49 @@ impl TestDb {
             name,
             admin,
         }
+    }
+
+    /// The rows of a query whose one column is text named `line`, one per
+    /// line of the answer.
+    pub async fn query_text(&self, sql: &str) -> String {
+        #[derive(diesel::QueryableByName)]
+        struct Line {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            line: String,
+        }
+        let (url, sql) = (self.url.clone(), sql.to_string());
+        tokio::task::spawn_blocking(move || {
+            let mut c = PgConnection::establish(&url).expect("connection");
+            let lines: Vec<Line> = diesel::sql_query(&sql).load(&mut c).expect("query");
+            lines
+                .into_iter()
+                .map(|l| l.line)
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .await
+        .expect("join")
+    }
+
+    /// PostgreSQL's plan for `sql`, as EXPLAIN prints it.
+    pub async fn explain(&self, sql: &str) -> String {
+        #[derive(diesel::QueryableByName)]
+        struct Plan {
+            #[diesel(sql_type = diesel::sql_types::Text, column_name = "QUERY PLAN")]
+            line: String,
+        }
+        let (url, sql) = (self.url.clone(), format!("EXPLAIN {sql}"));
+        tokio::task::spawn_blocking(move || {
+            let mut c = PgConnection::establish(&url).expect("connection");
+            let lines: Vec<Plan> = diesel::sql_query(&sql).load(&mut c).expect("explain");
+            lines
+                .into_iter()
+                .map(|l| l.line)
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .await
+        .expect("join")
     }
 
     /// Runs SQL directly (for arranging and inspecting state).

@@ -68,8 +68,71 @@ pub struct Sshd {
     pub port: u16,
     pub user: String,
     pub host_key: PathBuf,
+    /// Set in every session's environment (`HOSTSCAN_TEST_SSHD`), so the
+    /// commands this sshd started can be found and killed when it stops.
+    marker: String,
     _dir: tempfile::TempDir,
-    _process: Tied,
+    process: Tied,
+}
+
+static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Processes whose environment holds `HOSTSCAN_TEST_SSHD=<marker>`.
+fn marked_processes(marker: &str) -> Vec<u32> {
+    let wanted = format!("HOSTSCAN_TEST_SSHD={marker}");
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == wanted.as_bytes()))
+        })
+        .collect()
+}
+
+impl Drop for Sshd {
+    /// Stops sshd, then ends what its sessions left running (a hanging
+    /// `df` fake, a `sleep`) and checks that nothing is left. TERM first:
+    /// a login shell killed outright in its start-up files can leave their
+    /// locks behind (pyenv's rehash lock stalls every later login).
+    fn drop(&mut self) {
+        self.process.stop();
+        let signal = |name: &str, pids: &[u32]| {
+            for pid in pids {
+                std::process::Command::new("kill")
+                    .args([&format!("-{name}"), &pid.to_string()])
+                    .stderr(std::process::Stdio::null())
+                    .status()
+                    .ok();
+            }
+        };
+        let start = std::time::Instant::now();
+        let mut signalled = None;
+        loop {
+            let left = marked_processes(&self.marker);
+            if left.is_empty() {
+                return;
+            }
+            let elapsed = start.elapsed();
+            if elapsed > Duration::from_secs(10) {
+                if !std::thread::panicking() {
+                    panic!("processes of the test sshd survived SIGKILL: {left:?}");
+                }
+                return;
+            }
+            let next = if elapsed > Duration::from_secs(3) {
+                "KILL"
+            } else {
+                "TERM"
+            };
+            if signalled != Some(next) {
+                signal(next, &left);
+                signalled = Some(next);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 fn sshd_binary() -> &'static str {
@@ -116,9 +179,16 @@ impl Sshd {
             host = host_key.display(),
             auth = authorized.display(),
         );
+        let marker = format!(
+            "{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        config.push_str(&format!("SetEnv HOSTSCAN_TEST_SSHD={marker}"));
         if let Some(first) = &options.path_first {
-            config.push_str(&format!("SetEnv PATH={}:/usr/bin:/bin\n", first.display()));
+            config.push_str(&format!(" PATH={}:/usr/bin:/bin", first.display()));
         }
+        config.push('\n');
         let config_path = dir.path().join("sshd_config");
         std::fs::write(&config_path, config).expect("sshd_config");
         if is_root() {
@@ -126,7 +196,14 @@ impl Sshd {
         }
         let process = Tied::spawn(
             "sshd",
-            &format!("{} -D -e -f {}", sshd_binary(), config_path.display()),
+            // Its log stays in its dir: sshd reports clients that hang up
+            // mid-session, which is every cancelled scan.
+            &format!(
+                "{} -D -e -f {} 2>>{}",
+                sshd_binary(),
+                config_path.display(),
+                dir.path().join("sshd.log").display()
+            ),
             "TERM",
             "",
         );
@@ -152,8 +229,9 @@ impl Sshd {
             port,
             user: current_user(),
             host_key,
+            marker,
             _dir: dir,
-            _process: process,
+            process,
         }
     }
 

@@ -1,0 +1,2 @@
+DROP TABLE IF EXISTS ssh_host_keys;
+DROP TABLE IF EXISTS scans;

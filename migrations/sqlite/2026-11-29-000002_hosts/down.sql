@@ -1,0 +1,2 @@
+DROP INDEX IF EXISTS scans_completed_at_idx;
+DROP TABLE IF EXISTS hosts;

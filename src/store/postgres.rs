@@ -1,0 +1,760 @@
+//! The PostgreSQL backend: production, and several replicas on one database.
+//!
+//! Claims use `FOR UPDATE SKIP LOCKED`; time comes from the database's
+//! `now()`, the one clock all replicas share; results are JSONB. Every
+//! pooled connection is tagged with the instance id that the NOTIFY trigger
+//! puts in its payloads (`listen` reads them). Only SQL lives here.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use diesel::connection::SimpleConnection;
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
+use diesel::sql_types::{BigInt, Integer, Jsonb, Nullable, Text};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+use super::{
+    Backend, Finish, HostListing, HostQuery, HostRecord, ListQuery, NewScan, PinRecord, PoolState,
+    ScanRecord, StoreError,
+};
+use crate::model::{ScanErrorKind, ScanResults, ScanStatus};
+
+const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+mod schema {
+    diesel::table! {
+        scans (id) {
+            id -> Int8,
+            hostname -> Text,
+            port -> Int4,
+            username -> Text,
+            scan_type -> Text,
+            status -> Text,
+            progress -> Int4,
+            current_step -> Text,
+            created_at -> Timestamptz,
+            started_at -> Nullable<Timestamptz>,
+            completed_at -> Nullable<Timestamptz>,
+            results -> Nullable<Jsonb>,
+            error_kind -> Nullable<Text>,
+            error_message -> Nullable<Text>,
+            request_id -> Nullable<Text>,
+            sequence -> Int8,
+            attempts -> Int4,
+            lease_owner -> Nullable<Text>,
+            lease_expires_at -> Nullable<Timestamptz>,
+            cancel_requested -> Bool,
+        }
+    }
+
+    diesel::table! {
+        hosts (hostname, port) {
+            hostname -> Text,
+            port -> Int4,
+            last_scan_id -> Int8,
+            completed_scan_id -> Nullable<Int8>,
+            completed_at -> Nullable<Timestamptz>,
+            completed_type -> Nullable<Text>,
+            os_id -> Nullable<Text>,
+            os_pretty_name -> Nullable<Text>,
+            kernel -> Nullable<Text>,
+            package_count -> Nullable<Int8>,
+            step_error_count -> Nullable<Int4>,
+        }
+    }
+
+    diesel::joinable!(hosts -> scans (last_scan_id));
+    diesel::allow_tables_to_appear_in_same_query!(scans, hosts);
+
+    diesel::table! {
+        ssh_host_keys (hostname, port) {
+            hostname -> Text,
+            port -> Int4,
+            algorithm -> Text,
+            public_key -> Text,
+            fingerprint -> Text,
+            first_seen -> Timestamptz,
+        }
+    }
+}
+
+use schema::{hosts, scans, ssh_host_keys};
+
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Insertable)]
+#[diesel(table_name = scans, check_for_backend(diesel::pg::Pg))]
+struct Row {
+    id: i64,
+    hostname: String,
+    port: i32,
+    username: String,
+    scan_type: String,
+    status: String,
+    progress: i32,
+    current_step: String,
+    created_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    completed_at: Option<DateTime<Utc>>,
+    results: Option<serde_json::Value>,
+    error_kind: Option<String>,
+    error_message: Option<String>,
+    request_id: Option<String>,
+    sequence: i64,
+    attempts: i32,
+    lease_owner: Option<String>,
+    lease_expires_at: Option<DateTime<Utc>>,
+    cancel_requested: bool,
+}
+
+impl From<Row> for ScanRecord {
+    fn from(r: Row) -> Self {
+        Self {
+            id: r.id,
+            hostname: r.hostname,
+            port: r.port,
+            username: r.username,
+            scan_type: r.scan_type,
+            status: r.status,
+            progress: r.progress,
+            current_step: r.current_step,
+            created_at: r.created_at,
+            started_at: r.started_at,
+            completed_at: r.completed_at,
+            results: r.results,
+            error_kind: r.error_kind,
+            error_message: r.error_message,
+            request_id: r.request_id,
+            sequence: r.sequence,
+            attempts: r.attempts,
+            lease_owner: r.lease_owner,
+            lease_expires_at: r.lease_expires_at,
+            cancel_requested: r.cancel_requested,
+        }
+    }
+}
+
+impl From<&ScanRecord> for Row {
+    fn from(r: &ScanRecord) -> Self {
+        let r = r.clone();
+        Self {
+            id: r.id,
+            hostname: r.hostname,
+            port: r.port,
+            username: r.username,
+            scan_type: r.scan_type,
+            status: r.status,
+            progress: r.progress,
+            current_step: r.current_step,
+            created_at: r.created_at,
+            started_at: r.started_at,
+            completed_at: r.completed_at,
+            results: r.results,
+            error_kind: r.error_kind,
+            error_message: r.error_message,
+            request_id: r.request_id,
+            sequence: r.sequence,
+            attempts: r.attempts,
+            lease_owner: r.lease_owner,
+            lease_expires_at: r.lease_expires_at,
+            cancel_requested: r.cancel_requested,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = ssh_host_keys, check_for_backend(diesel::pg::Pg))]
+struct PinRow {
+    hostname: String,
+    port: i32,
+    algorithm: String,
+    public_key: String,
+    fingerprint: String,
+    first_seen: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = hosts, check_for_backend(diesel::pg::Pg))]
+struct HostRow {
+    hostname: String,
+    port: i32,
+    last_scan_id: i64,
+    completed_scan_id: Option<i64>,
+    completed_at: Option<DateTime<Utc>>,
+    completed_type: Option<String>,
+    os_id: Option<String>,
+    os_pretty_name: Option<String>,
+    kernel: Option<String>,
+    package_count: Option<i64>,
+    step_error_count: Option<i32>,
+}
+
+impl From<HostRow> for HostRecord {
+    fn from(h: HostRow) -> Self {
+        Self {
+            hostname: h.hostname,
+            port: h.port,
+            last_scan_id: h.last_scan_id,
+            completed_scan_id: h.completed_scan_id,
+            completed_at: h.completed_at,
+            completed_type: h.completed_type,
+            os_id: h.os_id,
+            os_pretty_name: h.os_pretty_name,
+            kernel: h.kernel,
+            package_count: h.package_count,
+            step_error_count: h.step_error_count,
+        }
+    }
+}
+
+/// Records `host`'s newest scan and, if it has one, newest completed scan,
+/// where they are newer than what the row has.
+fn upsert_host(conn: &mut PgConnection, host: &HostRecord) -> Result<(), StoreError> {
+    diesel::sql_query(
+        "INSERT INTO hosts (hostname, port, last_scan_id) VALUES ($1, $2, $3) \
+         ON CONFLICT (hostname, port) DO UPDATE \
+         SET last_scan_id = GREATEST(hosts.last_scan_id, excluded.last_scan_id)",
+    )
+    .bind::<Text, _>(&host.hostname)
+    .bind::<Integer, _>(host.port)
+    .bind::<BigInt, _>(host.last_scan_id)
+    .execute(conn)?;
+    if let Some(id) = host.completed_scan_id {
+        diesel::update(
+            hosts::table.find((&host.hostname, host.port)).filter(
+                hosts::completed_scan_id
+                    .is_null()
+                    .or(hosts::completed_scan_id.lt(id)),
+            ),
+        )
+        .set((
+            hosts::completed_scan_id.eq(id),
+            hosts::completed_at.eq(host.completed_at),
+            hosts::completed_type.eq(&host.completed_type),
+            hosts::os_id.eq(&host.os_id),
+            hosts::os_pretty_name.eq(&host.os_pretty_name),
+            hosts::kernel.eq(&host.kernel),
+            hosts::package_count.eq(host.package_count),
+            hosts::step_error_count.eq(host.step_error_count),
+        ))
+        .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// Terminal scans that ended before the cutoff and are neither a host's
+/// newest scan nor its newest completed one: what retention may delete.
+const PRUNABLE: &str = "FROM scans s \
+     WHERE s.status IN ('completed', 'failed', 'cancelled') \
+       AND s.completed_at < now() - $1 * interval '1 second' \
+       AND NOT EXISTS (SELECT 1 FROM hosts h WHERE h.completed_scan_id = s.id) \
+       AND NOT EXISTS (SELECT 1 FROM hosts h WHERE h.last_scan_id = s.id)";
+
+/// Session-independent lock id: one replica prunes at a time.
+const PRUNE_LOCK: i64 = 7_235_822;
+
+/// Inserts a scan and records it as its host's newest; with a
+/// `request_id` seen before, the scan that id created.
+fn create(conn: &mut PgConnection, new: &NewScan) -> Result<(ScanRecord, bool), StoreError> {
+    let inserted = diesel::insert_into(scans::table)
+        .values((
+            scans::hostname.eq(&new.hostname),
+            scans::port.eq(i32::from(new.port)),
+            scans::username.eq(&new.username),
+            scans::scan_type.eq(new.scan_type.as_str()),
+            scans::request_id.eq(&new.request_id),
+        ))
+        .on_conflict(scans::request_id)
+        .do_nothing()
+        .returning(Row::as_returning())
+        .get_result(conn)
+        .optional()?;
+    match (inserted, &new.request_id) {
+        (Some(row), _) => {
+            let record = ScanRecord::from(row);
+            upsert_host(conn, &HostRecord::of(&record)?)?;
+            Ok((record, true))
+        }
+        (None, Some(rid)) => {
+            let row = scans::table
+                .filter(scans::request_id.eq(rid))
+                .select(Row::as_select())
+                .first(conn)?;
+            Ok((row.into(), false))
+        }
+        (None, None) => Err(StoreError::Internal("insert returned no row".into())),
+    }
+}
+
+fn records(rows: Vec<Row>) -> Vec<ScanRecord> {
+    rows.into_iter().map(ScanRecord::from).collect()
+}
+
+/// Tags each pooled connection with this process's instance id (read by the
+/// NOTIFY trigger) and bounds every statement.
+#[derive(Debug)]
+struct Session {
+    instance: String,
+}
+
+impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for Session {
+    fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
+        conn.batch_execute(&format!(
+            "SET hostscan.instance = '{}'; SET statement_timeout = '30s'",
+            self.instance
+        ))
+        .map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
+pub(super) struct Postgres {
+    pool: Pool<ConnectionManager<PgConnection>>,
+}
+
+type Conn = PooledConnection<ConnectionManager<PgConnection>>;
+
+impl Postgres {
+    /// A lazy pool: connections are made on first use. `instance` is
+    /// checked by the caller to be `[A-Za-z0-9_-]`.
+    pub(super) fn open(url: &str, size: u32, instance: &str) -> Self {
+        let pool = Pool::builder()
+            .max_size(size.max(1))
+            .min_idle(Some(1))
+            .connection_timeout(Duration::from_secs(3))
+            .test_on_check_out(false)
+            .connection_customizer(Box::new(Session {
+                instance: instance.to_string(),
+            }))
+            .build_unchecked(ConnectionManager::<PgConnection>::new(url));
+        Self { pool }
+    }
+
+    fn conn(&self) -> Result<Conn, StoreError> {
+        super::timed_get(&self.pool)
+    }
+}
+
+impl Backend for Postgres {
+    fn migrate(&self) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn()?;
+        // Replicas starting together migrate one at a time.
+        conn.batch_execute("SELECT pg_advisory_lock(7235821)")?;
+        let applied = conn
+            .run_pending_migrations(MIGRATIONS)
+            .map(|v| v.iter().map(|m| m.to_string()).collect())
+            .map_err(|e| StoreError::Internal(format!("migrations: {e}")));
+        conn.batch_execute("SELECT pg_advisory_unlock(7235821)")?;
+        applied
+    }
+
+    fn ping(&self) -> Result<(), StoreError> {
+        Ok(self.conn()?.batch_execute("SELECT 1")?)
+    }
+
+    fn create(&self, new: &NewScan) -> Result<(ScanRecord, bool), StoreError> {
+        self.conn()?.transaction(|conn| create(conn, new))
+    }
+    fn get(&self, id: i64) -> Result<Option<ScanRecord>, StoreError> {
+        Ok(scans::table
+            .find(id)
+            .select(Row::as_select())
+            .first(&mut self.conn()?)
+            .optional()?
+            .map(ScanRecord::from))
+    }
+
+    fn list(&self, q: &ListQuery) -> Result<(Vec<ScanRecord>, i64), StoreError> {
+        let conn = &mut self.conn()?;
+        let filtered = || {
+            let mut query = scans::table.into_boxed();
+            if let Some(h) = &q.hostname {
+                query = query.filter(scans::hostname.eq(h.clone()));
+            }
+            if let Some(s) = q.status {
+                query = query.filter(scans::status.eq(s.as_str()));
+            }
+            if let Some(t) = q.scan_type {
+                query = query.filter(scans::scan_type.eq(t.as_str()));
+            }
+            query
+        };
+        let total: i64 = filtered().count().get_result(conn)?;
+        let mut page = filtered();
+        if let Some(before) = q.before_id {
+            page = page.filter(scans::id.lt(before));
+        }
+        let rows: Vec<Row> = page
+            .order(scans::id.desc())
+            .limit(q.limit.max(0) + 1)
+            .select(Row::as_select())
+            .load(conn)?;
+        Ok((records(rows), total))
+    }
+
+    fn claim_next(&self, owner: &str, lease_secs: i32) -> Result<Option<ScanRecord>, StoreError> {
+        Ok(diesel::sql_query(
+            "UPDATE scans SET status = 'running', lease_owner = $1, \
+               lease_expires_at = now() + $2 * interval '1 second', \
+               started_at = coalesce(started_at, now()), attempts = attempts + 1, \
+               current_step = 'connect', sequence = sequence + 1 \
+             WHERE id = (SELECT id FROM scans WHERE status = 'pending' \
+                         ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) \
+             RETURNING *",
+        )
+        .bind::<Text, _>(owner)
+        .bind::<Integer, _>(lease_secs)
+        .get_result::<Row>(&mut self.conn()?)
+        .optional()?
+        .map(ScanRecord::from))
+    }
+
+    fn record_step(
+        &self,
+        id: i64,
+        owner: &str,
+        progress: i32,
+        step: &str,
+        lease_secs: i32,
+    ) -> Result<Option<ScanRecord>, StoreError> {
+        Ok(diesel::sql_query(
+            "UPDATE scans SET progress = GREATEST(progress, $3), current_step = $4, \
+               lease_expires_at = now() + $5 * interval '1 second', sequence = sequence + 1 \
+             WHERE id = $1 AND lease_owner = $2 AND status = 'running' RETURNING *",
+        )
+        .bind::<BigInt, _>(id)
+        .bind::<Text, _>(owner)
+        .bind::<Integer, _>(progress)
+        .bind::<Text, _>(step)
+        .bind::<Integer, _>(lease_secs)
+        .get_result::<Row>(&mut self.conn()?)
+        .optional()?
+        .map(ScanRecord::from))
+    }
+
+    fn heartbeat(&self, id: i64, owner: &str, lease_secs: i32) -> Result<Option<bool>, StoreError> {
+        #[derive(QueryableByName)]
+        struct Held {
+            #[diesel(sql_type = diesel::sql_types::Bool)]
+            cancel_requested: bool,
+        }
+        let row: Option<Held> = diesel::sql_query(
+            "UPDATE scans SET lease_expires_at = now() + $3 * interval '1 second' \
+             WHERE id = $1 AND lease_owner = $2 AND status = 'running' \
+             RETURNING cancel_requested",
+        )
+        .bind::<BigInt, _>(id)
+        .bind::<Text, _>(owner)
+        .bind::<Integer, _>(lease_secs)
+        .get_result(&mut self.conn()?)
+        .optional()?;
+        Ok(row.map(|r| r.cancel_requested))
+    }
+
+    fn finish(&self, id: i64, owner: &str, end: &Finish) -> Result<Option<ScanRecord>, StoreError> {
+        self.conn()?.transaction(|conn| {
+            let row = diesel::sql_query(
+                "UPDATE scans SET status = $3, \
+                   progress = CASE WHEN $3 = 'completed' THEN 100 ELSE progress END, \
+                   current_step = '', completed_at = now(), results = $4, \
+                   error_kind = $5, error_message = $6, lease_owner = NULL, \
+                   lease_expires_at = NULL, sequence = sequence + 1 \
+                 WHERE id = $1 AND lease_owner = $2 AND status = 'running' RETURNING *",
+            )
+            .bind::<BigInt, _>(id)
+            .bind::<Text, _>(owner)
+            .bind::<Text, _>(end.status)
+            .bind::<Jsonb, _>(&end.results)
+            .bind::<Nullable<Text>, _>(end.error_kind)
+            .bind::<Nullable<Text>, _>(&end.error_message)
+            .get_result::<Row>(conn)
+            .optional()?
+            .map(ScanRecord::from);
+            if let (Some(record), Some(summary)) = (&row, &end.summary) {
+                let mut host = HostRecord::of(record)?;
+                host.complete(record.id, record.completed_at, &record.scan_type, summary);
+                upsert_host(conn, &host)?;
+            }
+            Ok(row)
+        })
+    }
+
+    fn request_cancel(&self, id: i64) -> Result<Option<(ScanRecord, bool)>, StoreError> {
+        let conn = &mut self.conn()?;
+        let cancelled = diesel::update(
+            scans::table
+                .find(id)
+                .filter(scans::status.eq(ScanStatus::Pending.as_str())),
+        )
+        .set((
+            scans::status.eq(ScanStatus::Cancelled.as_str()),
+            scans::completed_at.eq(diesel::dsl::now),
+            scans::current_step.eq(""),
+            scans::error_kind.eq(ScanErrorKind::Cancelled.as_str()),
+            scans::error_message.eq("cancelled before it started"),
+            scans::results.eq(serde_json::to_value(ScanResults::default()).ok()),
+            scans::sequence.eq(scans::sequence + 1),
+        ))
+        .returning(Row::as_returning())
+        .get_result(conn)
+        .optional()?;
+        if let Some(row) = cancelled {
+            return Ok(Some((row.into(), true)));
+        }
+        let requested = diesel::update(
+            scans::table
+                .find(id)
+                .filter(scans::status.eq(ScanStatus::Running.as_str())),
+        )
+        .set(scans::cancel_requested.eq(true))
+        .returning(Row::as_returning())
+        .get_result(conn)
+        .optional()?;
+        let row = match requested {
+            Some(row) => Some(row),
+            None => scans::table
+                .find(id)
+                .select(Row::as_select())
+                .first(conn)
+                .optional()?,
+        };
+        Ok(row.map(|r| (r.into(), false)))
+    }
+
+    fn recover_expired(&self, max_attempts: i32) -> Result<Vec<ScanRecord>, StoreError> {
+        self.conn()?.transaction(|conn| {
+            let mut rows: Vec<Row> = diesel::sql_query(
+                "UPDATE scans SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, \
+                   current_step = 'requeued after an interrupted run', sequence = sequence + 1 \
+                 WHERE id IN (SELECT id FROM scans WHERE status = 'running' \
+                              AND lease_expires_at < now() AND attempts < $1 \
+                              AND NOT cancel_requested FOR UPDATE SKIP LOCKED) \
+                 RETURNING *",
+            )
+            .bind::<Integer, _>(max_attempts)
+            .load(conn)?;
+            let failed: Vec<Row> = diesel::sql_query(
+                "UPDATE scans SET \
+                   status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'failed' END, \
+                   error_kind = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'interrupted' END, \
+                   error_message = CASE WHEN cancel_requested THEN 'cancelled' \
+                     ELSE 'the worker running this scan stopped ' || attempts || ' times' END, \
+                   results = coalesce(results, '{}'::jsonb), \
+                   lease_owner = NULL, lease_expires_at = NULL, current_step = '', \
+                   completed_at = now(), sequence = sequence + 1 \
+                 WHERE id IN (SELECT id FROM scans WHERE status = 'running' \
+                              AND lease_expires_at < now() FOR UPDATE SKIP LOCKED) \
+                 RETURNING *",
+            )
+            .load(conn)?;
+            rows.extend(failed);
+            Ok(records(rows))
+        })
+    }
+
+    fn requeue_owned(&self, owner: &str) -> Result<Vec<ScanRecord>, StoreError> {
+        let rows: Vec<Row> = diesel::sql_query(
+            "UPDATE scans SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, \
+               attempts = GREATEST(attempts - 1, 0), current_step = 'requeued at shutdown', \
+               sequence = sequence + 1 \
+             WHERE lease_owner = $1 AND status = 'running' RETURNING *",
+        )
+        .bind::<Text, _>(owner)
+        .load(&mut self.conn()?)?;
+        Ok(records(rows))
+    }
+
+    fn pin_host_key(&self, pin: &PinRecord) -> Result<Option<(String, String)>, StoreError> {
+        let conn = &mut self.conn()?;
+        let inserted = diesel::insert_into(ssh_host_keys::table)
+            .values((
+                ssh_host_keys::hostname.eq(&pin.hostname),
+                ssh_host_keys::port.eq(pin.port),
+                ssh_host_keys::algorithm.eq(&pin.algorithm),
+                ssh_host_keys::public_key.eq(&pin.public_key),
+                ssh_host_keys::fingerprint.eq(&pin.fingerprint),
+            ))
+            .on_conflict_do_nothing()
+            .execute(conn)?;
+        if inserted == 1 {
+            return Ok(None);
+        }
+        Ok(Some(
+            ssh_host_keys::table
+                .find((&pin.hostname, pin.port))
+                .select((ssh_host_keys::public_key, ssh_host_keys::fingerprint))
+                .first(conn)?,
+        ))
+    }
+
+    fn pinned_algorithm(&self, hostname: &str, port: u16) -> Result<Option<String>, StoreError> {
+        Ok(ssh_host_keys::table
+            .find((hostname, i32::from(port)))
+            .select(ssh_host_keys::algorithm)
+            .first(&mut self.conn()?)
+            .optional()?)
+    }
+
+    fn export_scans(&self, after_id: i64, limit: i64) -> Result<Vec<ScanRecord>, StoreError> {
+        let rows: Vec<Row> = scans::table
+            .filter(scans::id.gt(after_id))
+            .order(scans::id.asc())
+            .limit(limit)
+            .select(Row::as_select())
+            .load(&mut self.conn()?)?;
+        Ok(records(rows))
+    }
+
+    fn get_many(&self, ids: &[i64]) -> Result<Vec<ScanRecord>, StoreError> {
+        let rows: Vec<Row> = scans::table
+            .filter(scans::id.eq_any(ids))
+            .select(Row::as_select())
+            .load(&mut self.conn()?)?;
+        Ok(records(rows))
+    }
+
+    fn put_scans(&self, rows: &[ScanRecord]) -> Result<(), StoreError> {
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        let rows: Vec<Row> = rows.iter().map(Row::from).collect();
+        self.conn()?.transaction(|conn| {
+            diesel::delete(scans::table.filter(scans::id.eq_any(&ids))).execute(conn)?;
+            diesel::insert_into(scans::table)
+                .values(&rows)
+                .execute(conn)?;
+            // Explicit ids do not move the id sequence: new scans must
+            // still get ids above every copied one.
+            conn.batch_execute(
+                "SELECT setval(pg_get_serial_sequence('scans', 'id'), \
+                   GREATEST((SELECT max(id) FROM scans), \
+                            nextval(pg_get_serial_sequence('scans', 'id')) - 1, 1))",
+            )?;
+            Ok(())
+        })
+    }
+
+    fn export_pins(&self) -> Result<Vec<PinRecord>, StoreError> {
+        let rows: Vec<PinRow> = ssh_host_keys::table
+            .order((ssh_host_keys::hostname, ssh_host_keys::port))
+            .select(PinRow::as_select())
+            .load(&mut self.conn()?)?;
+        Ok(rows
+            .into_iter()
+            .map(|p| PinRecord {
+                hostname: p.hostname,
+                port: p.port,
+                algorithm: p.algorithm,
+                public_key: p.public_key,
+                fingerprint: p.fingerprint,
+                first_seen: p.first_seen,
+            })
+            .collect())
+    }
+
+    fn import_pins(&self, rows: &[PinRecord]) -> Result<usize, StoreError> {
+        let rows: Vec<PinRow> = rows
+            .iter()
+            .cloned()
+            .map(|p| PinRow {
+                hostname: p.hostname,
+                port: p.port,
+                algorithm: p.algorithm,
+                public_key: p.public_key,
+                fingerprint: p.fingerprint,
+                first_seen: p.first_seen,
+            })
+            .collect();
+        Ok(diesel::insert_into(ssh_host_keys::table)
+            .values(&rows)
+            .on_conflict_do_nothing()
+            .execute(&mut self.conn()?)?)
+    }
+
+    fn list_hosts(&self, q: &HostQuery) -> Result<(Vec<HostListing>, i64), StoreError> {
+        let conn = &mut self.conn()?;
+        let filtered = || {
+            let mut query = hosts::table.inner_join(scans::table).into_boxed();
+            if let Some(prefix) = &q.hostname_prefix {
+                // Validated host-name characters: no LIKE wildcards.
+                query = query.filter(hosts::hostname.like(format!("{prefix}%")));
+            }
+            if let Some(os) = &q.os_id {
+                query = query.filter(hosts::os_id.eq(os.clone()));
+            }
+            query
+        };
+        let total: i64 = filtered().count().get_result(conn)?;
+        let mut page = filtered();
+        if let Some(before) = q.before_scan_id {
+            page = page.filter(hosts::last_scan_id.lt(before));
+        }
+        let rows: Vec<(HostRow, String, DateTime<Utc>)> = page
+            .order(hosts::last_scan_id.desc())
+            .limit(q.limit.max(0) + 1)
+            .select((HostRow::as_select(), scans::status, scans::created_at))
+            .load(conn)?;
+        Ok((
+            rows.into_iter()
+                .map(|(h, status, at)| (h.into(), status, at))
+                .collect(),
+            total,
+        ))
+    }
+
+    fn put_hosts(&self, rows: &[HostRecord]) -> Result<(), StoreError> {
+        self.conn()?.transaction(|conn| {
+            for host in rows {
+                upsert_host(conn, host)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn prune(&self, older_than_secs: i64, batch: i64) -> Result<Option<usize>, StoreError> {
+        #[derive(QueryableByName)]
+        struct Locked {
+            #[diesel(sql_type = diesel::sql_types::Bool)]
+            locked: bool,
+        }
+        self.conn()?.transaction(|conn| {
+            let lock: Locked = diesel::sql_query("SELECT pg_try_advisory_xact_lock($1) AS locked")
+                .bind::<BigInt, _>(PRUNE_LOCK)
+                .get_result(conn)?;
+            if !lock.locked {
+                return Ok(None);
+            }
+            let deleted = diesel::sql_query(format!(
+                "DELETE FROM scans WHERE id IN \
+                   (SELECT s.id {PRUNABLE} ORDER BY s.completed_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
+            ))
+            .bind::<BigInt, _>(older_than_secs)
+            .bind::<BigInt, _>(batch)
+            .execute(conn)?;
+            Ok(Some(deleted))
+        })
+    }
+
+    fn count_prunable(&self, older_than_secs: i64) -> Result<i64, StoreError> {
+        #[derive(QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+        }
+        let count: Count = diesel::sql_query(format!("SELECT count(*) AS n {PRUNABLE}"))
+            .bind::<BigInt, _>(older_than_secs)
+            .get_result(&mut self.conn()?)?;
+        Ok(count.n)
+    }
+
+    fn pool_state(&self) -> PoolState {
+        super::pool_state(&self.pool)
+    }
+
+    fn pending_summary(&self) -> Result<(i64, Option<DateTime<Utc>>), StoreError> {
+        Ok(scans::table
+            .filter(scans::status.eq(ScanStatus::Pending.as_str()))
+            .select((
+                diesel::dsl::count_star(),
+                diesel::dsl::min(scans::created_at),
+            ))
+            .first::<(i64, Option<DateTime<Utc>>)>(&mut self.conn()?)?)
+    }
+}
