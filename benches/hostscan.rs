@@ -773,59 +773,270 @@ async fn api_path(plan: &Plan, db: &TestDb) -> ApiPath {
     let targets = Targets::start(1).await;
     let server = start_server(db, &targets, &[]).await;
     let refused = support::free_port();
-    let channel_count = 4;
     let mut clients = Vec::new();
-    for _ in 0..channel_count {
+    for _ in 0..API_CONNECTIONS {
         clients.push(server.client().await);
     }
     let mut ids = Vec::new();
-    let mut results = Vec::new();
-    for rpc in ["start", "get"] {
-        let deadline = Instant::now() + Duration::from_secs(plan.api_seconds);
-        let mut tasks = tokio::task::JoinSet::new();
-        for i in 0..plan.api_clients {
-            let mut c = clients[i % channel_count].clone();
-            let known = ids.clone();
-            tasks.spawn(async move {
-                let mut latencies = Vec::new();
-                let mut created = Vec::new();
-                let mut n = 0usize;
-                while Instant::now() < deadline {
-                    let t = Instant::now();
-                    if rpc == "start" {
+    let seconds = Duration::from_secs(plan.api_seconds);
+    let start = api_load(plan, &clients, Rpc::Start, refused, &mut ids, seconds)
+        .await
+        .summary();
+    let get = api_load(plan, &clients, Rpc::Get, refused, &mut ids, seconds)
+        .await
+        .summary();
+    ApiPath {
+        clients: plan.api_clients,
+        start,
+        get,
+    }
+}
+
+/// Latencies (ms) of the calls made during `seconds` of load.
+#[derive(Default)]
+struct Load {
+    latencies: Vec<f64>,
+    seconds: f64,
+}
+
+impl Load {
+    fn add(&mut self, other: Load) {
+        self.latencies.extend(other.latencies);
+        self.seconds += other.seconds;
+    }
+
+    /// Requests per second and latency statistics.
+    fn summary(self) -> (f64, Stats) {
+        let rate = self.latencies.len() as f64 / self.seconds.max(f64::EPSILON);
+        (rate, stats(self.latencies))
+    }
+}
+
+/// Connections the API-path clients share.
+const API_CONNECTIONS: usize = 4;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Rpc {
+    /// StartScan of a refused port (workers fail it quickly).
+    Start,
+    /// GetScan of the scans in `ids`.
+    Get,
+}
+
+/// `plan.api_clients` clients over `clients` calling `rpc` for `seconds`.
+/// StartScan adds the ids it created to `ids`.
+async fn api_load(
+    plan: &Plan,
+    clients: &[Client],
+    rpc: Rpc,
+    refused: u16,
+    ids: &mut Vec<i64>,
+    seconds: Duration,
+) -> Load {
+    let deadline = Instant::now() + seconds;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..plan.api_clients {
+        let mut c = clients[i % clients.len()].clone();
+        let known = ids.clone();
+        tasks.spawn(async move {
+            let mut latencies = Vec::new();
+            let mut created = Vec::new();
+            let mut n = 0usize;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                match rpc {
+                    Rpc::Start => {
                         let s = c
                             .start_scan(request(refused, ScanType::Quick))
                             .await
                             .expect("start")
                             .into_inner();
                         created.push(s.id);
-                    } else {
+                    }
+                    Rpc::Get => {
                         let id = known[(i + n * 7) % known.len()];
                         c.get_scan(pb::GetScanRequest { scan_id: id })
                             .await
                             .expect("get");
                     }
-                    latencies.push(ms(t.elapsed()));
-                    n += 1;
                 }
-                (latencies, created)
-            });
-        }
-        let t = Instant::now();
-        let mut latencies = Vec::new();
-        while let Some(r) = tasks.join_next().await {
-            let (l, c) = r.expect("client");
-            latencies.extend(l);
-            ids.extend(c);
-        }
-        let rate = latencies.len() as f64 / t.elapsed().as_secs_f64();
-        results.push((rate, stats(latencies)));
+                latencies.push(ms(t.elapsed()));
+                n += 1;
+            }
+            (latencies, created)
+        });
     }
-    ApiPath {
-        clients: plan.api_clients,
-        start: results[0],
-        get: results[1],
+    let t = Instant::now();
+    let mut latencies = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        let (l, c) = r.expect("client");
+        latencies.extend(l);
+        ids.extend(c);
     }
+    Load {
+        latencies,
+        seconds: t.elapsed().as_secs_f64(),
+    }
+}
+
+/// Waits until `client`'s server has no PENDING or RUNNING scan, so that
+/// one measurement's StartScans are not failed by workers during the next.
+async fn wait_idle(client: &Client) {
+    loop {
+        let mut busy = 0;
+        for status in [pb::ScanStatus::Pending, pb::ScanStatus::Running] {
+            busy += client
+                .clone()
+                .list_scans(pb::ListScansRequest {
+                    status: status as i32,
+                    page_size: 1,
+                    ..Default::default()
+                })
+                .await
+                .expect("list")
+                .into_inner()
+                .total_size;
+        }
+        if busy == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Plaintext against TLS, in the same run: the same sshd target, one
+/// server of each kind (each on its own database), interleaved.
+struct TlsOverhead {
+    runs: usize,
+    /// Quick scan through the service: StartScan to the terminal event.
+    quick: (Stats, Stats),
+    /// A new connection and one Health/Check on it.
+    connect: (Stats, Stats),
+    start: ((f64, Stats), (f64, Stats)),
+    get: ((f64, Stats), (f64, Stats)),
+}
+
+async fn tls_overhead(plan: &Plan) -> TlsOverhead {
+    let targets = Targets::start(1).await;
+    let port = targets.sshds[0].port;
+    let pki = support::tls::Pki::new("bench");
+    let (plain_db, tls_db) = (TestDb::new().await, TestDb::new().await);
+    let plain = start_server(&plain_db, &targets, &[]).await;
+    let tls_args = pki.server_args(false);
+    let tls_args: Vec<&str> = tls_args.iter().map(String::as_str).collect();
+    let tls = start_server(&tls_db, &targets, &tls_args).await;
+    let tls_channel = || async {
+        support::tls::channel(tls.addr, &pki.ca, None)
+            .await
+            .expect("TLS connection")
+    };
+    let mut clients: (Vec<Client>, Vec<Client>) = (Vec::new(), Vec::new());
+    for _ in 0..API_CONNECTIONS {
+        clients.0.push(plain.client().await);
+        clients.1.push(
+            pb::scan_service_client::ScanServiceClient::with_interceptor(
+                tls_channel().await,
+                hostscan::cli::Auth::new(None),
+            ),
+        );
+    }
+
+    // Quick scans, alternating, after one warm-up each (host key pins).
+    let (mut p, mut t) = (clients.0[0].clone(), clients.1[0].clone());
+    scan_to_end(&mut p, request(port, ScanType::Quick)).await;
+    scan_to_end(&mut t, request(port, ScanType::Quick)).await;
+    let (mut quick_plain, mut quick_tls) = (Vec::new(), Vec::new());
+    for _ in 0..plan.latency_runs {
+        let started = Instant::now();
+        scan_to_end(&mut p, request(port, ScanType::Quick)).await;
+        quick_plain.push(ms(started.elapsed()));
+        let started = Instant::now();
+        scan_to_end(&mut t, request(port, ScanType::Quick)).await;
+        quick_tls.push(ms(started.elapsed()));
+    }
+
+    // Connection set-up (TCP, TLS handshake, HTTP/2) plus one call.
+    let health = |channel: tonic::transport::Channel| async move {
+        tonic_health::pb::health_client::HealthClient::new(channel)
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .expect("health");
+    };
+    let (mut connect_plain, mut connect_tls) = (Vec::new(), Vec::new());
+    for _ in 0..plan.latency_runs * 3 {
+        let started = Instant::now();
+        health(plain.channel().await).await;
+        connect_plain.push(ms(started.elapsed()));
+        let started = Instant::now();
+        health(tls_channel().await).await;
+        connect_tls.push(ms(started.elapsed()));
+    }
+
+    // The API path: each RPC in 4 slices per transport, alternating, and
+    // both servers idle (no scan left to fail) before each slice.
+    let refused = support::free_port();
+    let slice = Duration::from_secs(plan.api_seconds).div_f64(4.0);
+    let (mut ids_plain, mut ids_tls) = (Vec::new(), Vec::new());
+    let mut results = Vec::new();
+    for rpc in [Rpc::Start, Rpc::Get] {
+        let (mut on_plain, mut on_tls) = (Load::default(), Load::default());
+        for _ in 0..4 {
+            wait_idle(&clients.0[0]).await;
+            wait_idle(&clients.1[0]).await;
+            on_plain.add(api_load(plan, &clients.0, rpc, refused, &mut ids_plain, slice).await);
+            wait_idle(&clients.0[0]).await;
+            wait_idle(&clients.1[0]).await;
+            on_tls.add(api_load(plan, &clients.1, rpc, refused, &mut ids_tls, slice).await);
+        }
+        results.push((on_plain.summary(), on_tls.summary()));
+    }
+    let (start, get) = (results[0], results[1]);
+    TlsOverhead {
+        runs: plan.latency_runs,
+        quick: (stats(quick_plain), stats(quick_tls)),
+        connect: (stats(connect_plain), stats(connect_tls)),
+        start,
+        get,
+    }
+}
+
+fn tls_section(o: &TlsOverhead, plan: &Plan) -> String {
+    let row = |what: &str, (p, t): &(Stats, Stats)| {
+        format!(
+            "| {what} | {:.2} / {:.2} | {:.2} / {:.2} | **{:.2}×** |\n",
+            p.median,
+            p.p95,
+            t.median,
+            t.p95,
+            t.median / p.median
+        )
+    };
+    let rate = |what: &str, (p, t): &((f64, Stats), (f64, Stats))| {
+        format!(
+            "| {what} | {:.0} req/s, p50 {:.2} ms | {:.0} req/s, p50 {:.2} ms | **{:.2}×** |\n",
+            p.0,
+            p.1.median,
+            t.0,
+            t.1.median,
+            t.0 / p.0
+        )
+    };
+    format!(
+        "## 6. TLS overhead\n\nThe same sshd target, one plaintext and one TLS server (rustls, ring, TLS 1.3, ECDSA P-256 certificate), measured alternately in this run. Latency: {} quick scans through the service each (StartScan to the terminal WatchScan event, over an open connection), and {} new connections each with one Health/Check. API path: {} clients over {} connections, {} s per RPC and transport in 4 alternating slices, each started with both servers idle (no scan left for workers to fail).\n\n\
+         | | plaintext (median / p95 ms) | TLS | TLS / plaintext |\n|---|---|---|---|\n{}{}\n\
+         | API path | plaintext | TLS | TLS / plaintext (rate) |\n|---|---|---|---|\n{}{}",
+        o.runs,
+        o.runs * 3,
+        plan.api_clients,
+        API_CONNECTIONS,
+        plan.api_seconds,
+        row("quick scan through the service", &o.quick),
+        row("new connection + Health/Check", &o.connect),
+        rate("StartScan", &o.start),
+        rate("GetScan", &o.get),
+    )
 }
 
 async fn idle_rss(db: &TestDb) -> u64 {
@@ -922,6 +1133,11 @@ async fn run(plan: Plan) -> anyhow::Result<String> {
             f.client_us_per_delivery
         ));
     }
+    // HOSTSCAN_BENCH_TLS=1 runs only the TLS comparison.
+    if std::env::var("HOSTSCAN_BENCH_TLS").is_ok_and(|v| v == "1") {
+        eprintln!("bench: TLS overhead");
+        return Ok(tls_section(&tls_overhead(&plan).await, &plan));
+    }
     let db = TestDb::new().await;
     eprintln!("bench: single-scan latency ({} runs)", plan.latency_runs);
     let latency = latency(&plan, &db).await;
@@ -937,6 +1153,8 @@ async fn run(plan: Plan) -> anyhow::Result<String> {
     }
     eprintln!("bench: API path ({} clients)", plan.api_clients);
     let api = api_path(&plan, &TestDb::new().await).await;
+    eprintln!("bench: TLS overhead");
+    let tls = tls_overhead(&plan).await;
     let idle = idle_rss(&TestDb::new().await).await;
     let binary_size = std::fs::metadata(BINARY).map(|m| m.len()).unwrap_or(0);
 
@@ -1073,6 +1291,8 @@ async fn run(plan: Plan) -> anyhow::Result<String> {
             .collect::<String>(),
         binary_size as f64 / 1024.0 / 1024.0
     );
+    md.push_str(&tls_section(&tls, &plan));
+    md.push('\n');
     if !plan.smoke {
         // The hand-written reading of the numbers (benches/ANALYSIS.md).
         md.push_str(include_str!("ANALYSIS.md"));

@@ -192,7 +192,10 @@ pub async fn run(
         background_stop.cancel();
         background.close();
         background.wait().await;
-        server.await.ok();
+        // A health Watch stream would hold a graceful stop forever.
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .ok();
         return match waited {
             Some(Err(e)) => Err(e),
             _ => {
