@@ -15,7 +15,7 @@ use tonic_health::pb::health_client::HealthClient;
 use crate::e2e::server_args;
 use crate::support::eventually;
 use crate::support::pg::TestDb;
-use crate::support::server::{READY, Server};
+use crate::support::server::{READY, Server, scrape};
 use crate::support::sshd::{Keys, Options, Sshd};
 
 async fn check_health(channel: Channel) -> Result<(), tonic::Status> {
@@ -50,9 +50,21 @@ async fn silent_connections_do_not_lock_out_a_fresh_client() {
     let keys = Keys::generate();
     let sshd = Sshd::start(&keys, Options::default()).await;
     let deadline = Duration::from_secs(3);
+    let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", crate::support::free_port())
+        .parse()
+        .expect("addr");
     let server = Server::launch(
         &db.url,
-        &server_args(&keys, &sshd, &["--handshake-timeout", "3"]),
+        &server_args(
+            &keys,
+            &sshd,
+            &[
+                "--handshake-timeout",
+                "3",
+                "--metrics-listen",
+                &metrics.to_string(),
+            ],
+        ),
         &[],
         "ulimit -S -n 128; ulimit -H -n 256; ",
         READY,
@@ -94,6 +106,28 @@ async fn silent_connections_do_not_lock_out_a_fresh_client() {
             Err(_) => panic!("silent connection {i} was never closed"),
         }
     }
+    // Each silent connection was closed for a counted reason; the fresh
+    // client (and the scrapes) got through.
+    let reasons = ["limit", "displaced", "handshake_timeout", "handshake"];
+    eventually(
+        "every silent connection counted",
+        Duration::from_secs(30),
+        || async {
+            let m = scrape(metrics).await;
+            let closed: f64 = reasons
+                .iter()
+                .map(|r| {
+                    m.get(&format!(
+                        "hostscan_grpc_connections_rejected_total{{reason=\"{r}\"}}"
+                    ))
+                    .copied()
+                    .unwrap_or(0.0)
+                })
+                .sum();
+            (closed == 500.0).then_some(())
+        },
+    )
+    .await;
     // The server is still fine.
     served(&server).await.expect("served afterwards");
     assert!(!server.logs().contains("panicked"));

@@ -33,6 +33,8 @@ async fn counters_move_by_what_happened() {
     let keys = Keys::generate();
     let sshd = Sshd::start(&keys, Options::default()).await;
     let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    // A host whose df fails: its scan completes with a step error.
+    let (broken, _userland) = Sshd::with_fakes(&keys, &[("df", "exit 1")]).await;
     let server = Server::start(
         &db.url,
         &server_args(&keys, &sshd, &["--metrics-listen", &metrics.to_string()]),
@@ -47,8 +49,9 @@ async fn counters_move_by_what_happened() {
     assert_eq!(get(&before, "hostscan_database_up"), 1.0);
     assert_eq!(get(&before, r#"hostscan_build_info{version="0.1.0"}"#), 1.0);
 
-    // Two quick scans and a full one that complete, a quick one refused,
-    // an idempotent repeat, a rejected request, an unknown id; each watched.
+    // Two quick scans and a full one that complete, one that completes with
+    // a step error, a quick one refused, an idempotent repeat, a rejected
+    // request, an unknown id; each scan watched.
     let mut client = server.client().await;
     let refused = free_port();
     let mut ids = Vec::new();
@@ -56,6 +59,7 @@ async fn counters_move_by_what_happened() {
         request(sshd.port, pb::ScanType::Quick),
         request(sshd.port, pb::ScanType::Quick),
         request(sshd.port, pb::ScanType::Full),
+        request(broken.port, pb::ScanType::Quick),
         pb::StartScanRequest {
             request_id: "once".into(),
             ..request(refused, pb::ScanType::Quick)
@@ -68,7 +72,7 @@ async fn counters_move_by_what_happened() {
         ids.push(client.start_scan(r).await.expect("start").into_inner().id);
     }
     ids.dedup();
-    assert_eq!(ids.len(), 4);
+    assert_eq!(ids.len(), 5);
     client
         .start_scan(pb::StartScanRequest {
             hostname: "bad host".into(),
@@ -89,13 +93,13 @@ async fn counters_move_by_what_happened() {
     }
 
     let expected: &[(&str, f64)] = &[
-        (r#"hostscan_scans_created_total{scan_type="quick"}"#, 3.0),
+        (r#"hostscan_scans_created_total{scan_type="quick"}"#, 4.0),
         (r#"hostscan_scans_created_total{scan_type="full"}"#, 1.0),
-        (r#"hostscan_scans_started_total{scan_type="quick"}"#, 3.0),
+        (r#"hostscan_scans_started_total{scan_type="quick"}"#, 4.0),
         (r#"hostscan_scans_started_total{scan_type="full"}"#, 1.0),
         (
             r#"hostscan_scans_finished_total{scan_type="quick",status="completed",error_kind="none"}"#,
-            2.0,
+            3.0,
         ),
         (
             r#"hostscan_scans_finished_total{scan_type="full",status="completed",error_kind="none"}"#,
@@ -107,11 +111,11 @@ async fn counters_move_by_what_happened() {
         ),
         (
             r#"hostscan_scan_duration_seconds_count{scan_type="quick",status="completed"}"#,
-            2.0,
+            3.0,
         ),
         (
             r#"hostscan_scan_step_duration_seconds_count{scan_type="quick",step="connect"}"#,
-            3.0,
+            4.0,
         ),
         (
             r#"hostscan_scan_step_duration_seconds_count{scan_type="full",step="packages"}"#,
@@ -119,11 +123,12 @@ async fn counters_move_by_what_happened() {
         ),
         (
             r#"hostscan_scan_step_duration_seconds_count{scan_type="quick",step="disks"}"#,
-            2.0,
+            3.0,
         ),
+        (r#"hostscan_scan_step_errors_total{step="disks"}"#, 1.0),
         (
             r#"hostscan_grpc_requests_total{service="hostscan.v1.ScanService",method="StartScan",code="OK"}"#,
-            5.0,
+            6.0,
         ),
         (
             r#"hostscan_grpc_requests_total{service="hostscan.v1.ScanService",method="StartScan",code="INVALID_ARGUMENT"}"#,
@@ -135,11 +140,11 @@ async fn counters_move_by_what_happened() {
         ),
         (
             r#"hostscan_grpc_requests_total{service="hostscan.v1.ScanService",method="WatchScan",code="OK"}"#,
-            4.0,
+            5.0,
         ),
         (
             r#"hostscan_grpc_request_duration_seconds_count{service="hostscan.v1.ScanService",method="StartScan"}"#,
-            6.0,
+            7.0,
         ),
     ];
     // Workers record a scan's end just after publishing it: wait for the

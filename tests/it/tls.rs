@@ -307,7 +307,10 @@ async fn sighup_swaps_certificates_without_dropping_streams() {
         )],
     )
     .await;
-    let mut args = server_args(&keys, &sshd, &[]);
+    let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", crate::support::free_port())
+        .parse()
+        .expect("addr");
+    let mut args = server_args(&keys, &sshd, &["--metrics-listen", &metrics.to_string()]);
     args.extend(
         [
             "--tls-cert",
@@ -400,6 +403,15 @@ async fn sighup_swaps_certificates_without_dropping_streams() {
         .expect("still the second certificate");
     assert_eq!(health(again).await.expect("health"), ServingStatus::Serving);
     drop(new);
+    let m = crate::support::server::scrape(metrics).await;
+    assert_eq!(
+        m.get(r#"hostscan_tls_reloads_total{result="success"}"#),
+        Some(&1.0)
+    );
+    assert_eq!(
+        m.get(r#"hostscan_tls_reloads_total{result="failure"}"#),
+        Some(&1.0)
+    );
 }
 
 #[tokio::test]
