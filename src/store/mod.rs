@@ -69,6 +69,8 @@ pub struct NewScan {
     pub username: String,
     pub scan_type: ScanType,
     pub request_id: Option<String>,
+    /// Jump hosts as requested, validated; "" for none.
+    pub proxy_jump: String,
 }
 
 /// ListScans filters and page position.
@@ -135,6 +137,7 @@ struct ScanRow {
     lease_expires_at: Option<DateTime<Utc>>,
     #[allow(dead_code)]
     cancel_requested: bool,
+    proxy_jump: String,
 }
 
 impl ScanRow {
@@ -178,6 +181,7 @@ impl ScanRow {
             error,
             request_id: self.request_id,
             sequence: self.sequence,
+            proxy_jump: self.proxy_jump,
         })
     }
 }
@@ -309,6 +313,7 @@ impl Store {
                     scans::username.eq(&new.username),
                     scans::scan_type.eq(new.scan_type.as_str()),
                     scans::request_id.eq(&new.request_id),
+                    scans::proxy_jump.eq(&new.proxy_jump),
                 ))
                 .on_conflict(scans::request_id)
                 .do_nothing()

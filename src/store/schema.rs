@@ -22,6 +22,7 @@ diesel::table! {
         lease_owner -> Nullable<Text>,
         lease_expires_at -> Nullable<Timestamptz>,
         cancel_requested -> Bool,
+        proxy_jump -> Text,
     }
 }
 

@@ -201,22 +201,20 @@ pub fn connect_options(
     known_hosts: &Path,
     policy: HostKeyPolicy,
 ) -> ConnectOptions {
-    let keys: Arc<[ClientKey]> = client_keys
-        .iter()
-        .map(|p| ClientKey::load(p).expect("client key"))
-        .collect();
-    ConnectOptions {
-        keys,
-        verifier: HostKeyVerifier {
+    ConnectOptions::with_keys(
+        client_keys
+            .iter()
+            .map(|p| ClientKey::load(p).expect("client key")),
+        HostKeyVerifier {
             policy,
             known_hosts: Some(known_hosts.to_path_buf()),
             pins: Some(
                 Arc::new(KnownHostsPins::new(known_hosts.to_path_buf())) as Arc<dyn PinStore>
             ),
         },
-        connect_timeout: Duration::from_secs(10),
-        max_channels: 8,
-    }
+        Duration::from_secs(10),
+        8,
+    )
 }
 
 /// A directory of commands put first on a session's PATH.
