@@ -178,7 +178,15 @@ pub fn load_key(
             "encrypted PEM EC keys are not supported; convert it with `ssh-keygen -p -f KEY` (OpenSSH format)".into(),
         ));
     }
-    let key = match keys::decode_secret_key(&text, None) {
+    // PKCS#8 and legacy PEM say so in the text; russh reports an encrypted
+    // OpenSSH key as KeyIsEncrypted.
+    let encrypted_pem = text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+        || text.contains("Proc-Type: 4,ENCRYPTED");
+    let plain = match encrypted_pem {
+        true => Err(keys::Error::KeyIsEncrypted),
+        false => keys::decode_secret_key(&text, None),
+    };
+    let key = match plain {
         Ok(k) => k,
         Err(keys::Error::KeyIsEncrypted) => {
             // As ssh: a key the agent holds is used through the agent,

@@ -175,10 +175,19 @@ async fn client_commands_drive_the_service() {
     );
 }
 
-/// The `grpcurl` lines of README.md's API section.
+/// The `grpcurl` lines of README.md's CI block (the one introduced as
+/// executed by this test; other examples show hosts CI cannot have).
 fn readme_grpcurl_lines() -> Vec<String> {
     let readme = include_str!("../../README.md");
-    readme
+    let intro = readme
+        .find("every `grpcurl` line of this block")
+        .expect("README: the CI grpcurl block's introduction");
+    let rest = &readme[intro..];
+    let open = rest.find("```sh\n").expect("README: the CI block") + "```sh\n".len();
+    let close = rest[open..]
+        .find("```")
+        .expect("README: the CI block's end");
+    rest[open..open + close]
         .lines()
         .filter(|l| l.starts_with("grpcurl "))
         .map(String::from)
@@ -204,10 +213,14 @@ async fn the_readme_grpcurl_examples_work() {
     let sshd = Sshd::start(&keys, Options::default()).await;
     let server = server_for(&keys, &sshd, &db).await;
     let lines = readme_grpcurl_lines();
-    assert_eq!(lines.len(), 6, "README examples changed: update this test");
+    assert_eq!(lines.len(), 8, "README examples changed: update this test");
     let mut outputs = Vec::new();
     for line in &lines {
-        let command = line.replace("127.0.0.1:50051", &server.addr.to_string());
+        // The jump host example goes through this machine's sshd, which
+        // listens on a test port rather than 22.
+        let command = line
+            .replace("127.0.0.1:50051", &server.addr.to_string())
+            .replace("\"127.0.0.1:22\"", &format!("\"127.0.0.1:{}\"", sshd.port));
         let out = Command::new("sh")
             .args(["-c", &command])
             .output()
@@ -244,6 +257,17 @@ async fn the_readme_grpcurl_examples_work() {
         outputs[5].contains("\"status\": \"SERVING\""),
         "{}",
         outputs[5]
+    );
+    // The scan through a jump host.
+    assert!(
+        outputs[6].contains("\"id\": \"2\"") && outputs[6].contains("\"proxyJump\""),
+        "{}",
+        outputs[6]
+    );
+    assert!(
+        outputs[7].contains("SCAN_STATUS_COMPLETED"),
+        "{}",
+        outputs[7]
     );
 }
 

@@ -5,7 +5,9 @@
 
 #![allow(dead_code)]
 
+pub mod agent;
 pub mod faults;
+pub mod netns;
 pub mod pg;
 pub mod server;
 pub mod sshd;
