@@ -403,6 +403,20 @@ async fn jump_hosts_through_the_service() {
         "{error:?}"
     );
 
+    // A malformed chain is refused up front, naming the field.
+    for bad in ["bastion:0", "a b", "fe80::1", &["h"; 9].join(",")] {
+        let status = client
+            .start_scan(request(&chain.inner.host, bad))
+            .await
+            .expect_err(bad);
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{bad}");
+        assert!(
+            status.message().starts_with("proxy_jump: "),
+            "{}",
+            status.message()
+        );
+    }
+
     // Every hop is closed when its scan ends.
     let ns = chain.bastion_ns.clone();
     eventually(
@@ -571,6 +585,25 @@ async fn keys_in_an_ssh_agent_log_in() {
     // Without the agent there is nothing to offer.
     let scan = scan_of(&probe(home.path(), &args, &[]));
     assert_failed(&scan, "SCAN_ERROR_KIND_AUTH_FAILED", &["no keys"]);
+    // IdentitiesOnly: the agent's key is not offered unless configured.
+    let other = keys.extra("not_authorized", "ed25519");
+    let only = home.path().join("identities_only");
+    std::fs::write(
+        &only,
+        format!(
+            "Host *\n    IdentitiesOnly yes\n    IdentityFile {}\n",
+            other.display()
+        ),
+    )
+    .expect("config");
+    let mut only_args = args.to_vec();
+    only_args[6] = path_str(&only);
+    let scan = scan_of(&probe(
+        home.path(),
+        &only_args,
+        &[("SSH_AUTH_SOCK", path_str(&agent.socket))],
+    ));
+    assert_failed(&scan, "SCAN_ERROR_KIND_AUTH_FAILED", &["tried 1 key"]);
 
     // The service uses the agent it is given, never $SSH_AUTH_SOCK.
     let db = TestDb::new().await;
@@ -827,6 +860,24 @@ async fn user_certificates_from_files_config_and_agent() {
         "SCAN_ERROR_KIND_AUTH_FAILED",
         &["expired at 2020-01-0"],
     );
+
+    // The service offers --ssh-key's KEY-cert.pub too.
+    let db = TestDb::new().await;
+    let server = Server::start_env(
+        &db.url,
+        &[
+            "--ssh-key".into(),
+            path_str(&certified).into(),
+            "--ssh-user".into(),
+            user.clone(),
+            "--ssh-port".into(),
+            port.clone(),
+        ],
+        &[("HOME", path_str(home.path()))],
+    )
+    .await;
+    let scan = scan_to_end(&mut server.client().await, request("127.0.0.1", "")).await;
+    assert_eq!(scan.status, pb::ScanStatus::Completed as i32, "{scan:?}");
 
     // A certificate held by an agent (with its key), no files at all.
     let agent = SshAgent::start().await;
