@@ -19,7 +19,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Where blocks record their owner's pid, for the sweep.
+/// Where blocks record their owner's pid, for the sweep. The (empty)
+/// directory stays: removing it could race another process's claim.
 const OWNERS: &str = "/run/hostscan-test-nets";
 /// 198.18.0.0/15 holds 512 /24 blocks.
 const BLOCKS: usize = 512;
