@@ -23,7 +23,7 @@ use crate::scan::{self, Limits};
 use crate::ssh::auth::{Keyring, Passphrase, Secret};
 use crate::ssh::config::{ConfigKind, Local, SshConfig};
 use crate::ssh::hostkey::{KnownHostsPins, PinStore};
-use crate::ssh::route::{Destination, Router};
+use crate::ssh::route::{Destination, PolicyRule, Router};
 use crate::ssh::{Agent, HostKeyPolicy, HostKeyVerifier};
 
 /// Process exit status of a command.
@@ -162,7 +162,10 @@ fn probe_router(args: &ProbeArgs, local: &Local) -> anyhow::Result<Router> {
             ),
             known_hosts: Some(known_hosts),
         },
-        policy_explicit: args.host_key_policy.is_some(),
+        policy_rule: match args.host_key_policy {
+            Some(_) => PolicyRule::Caller,
+            None => PolicyRule::Config,
+        },
         known_hosts_explicit: args.known_hosts.is_some(),
         pins_follow_known_hosts: true,
         connect_timeout: Duration::from_secs(args.connect_timeout.unwrap_or(10).max(1)),

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use super::auth::{Agent, Identities, KeyError, Keyring, Loaded};
 use super::config::{HostConfig, Local, Query, SshConfig};
-use super::hostkey::{HostKeyVerifier, KnownHostsPins, PinStore};
+use super::hostkey::{HostKeyPolicy, HostKeyVerifier, KnownHostsPins, PinStore};
 use super::jump::{self, Hop, JumpHost, MAX_HOPS};
 use super::{ConnectOptions, SshError, Target};
 
@@ -57,6 +57,19 @@ pub struct Route {
     pub options: ConnectOptions,
 }
 
+/// Whose host key policy applies to a host the configuration sets
+/// StrictHostKeyChecking for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyRule {
+    /// The caller's: it was given explicitly (`probe --host-key-policy`).
+    Caller,
+    /// The file's, as ssh does (`probe` without the flag).
+    Config,
+    /// The stricter of the two: a file never weakens the service's
+    /// `--host-key-policy`, it can only tighten it for its hosts.
+    Stricter,
+}
+
 /// Plans routes. Built once (by `probe` or the service) and shared.
 #[derive(Debug, Clone)]
 pub struct Router {
@@ -70,8 +83,9 @@ pub struct Router {
     pub agent: Option<Agent>,
     /// Default policy, known_hosts file and pin store.
     pub verifier: HostKeyVerifier,
-    /// The policy was given explicitly and wins over StrictHostKeyChecking.
-    pub policy_explicit: bool,
+    /// How the configuration's StrictHostKeyChecking combines with
+    /// `verifier.policy`.
+    pub policy_rule: PolicyRule,
     /// `verifier.known_hosts` was given explicitly and wins over
     /// UserKnownHostsFile.
     pub known_hosts_explicit: bool,
@@ -244,9 +258,10 @@ impl Router {
     }
 
     fn verifier_for(&self, hc: &HostConfig) -> HostKeyVerifier {
-        let policy = match (self.policy_explicit, hc.strict_host_key_checking) {
-            (false, Some(p)) => p,
-            _ => self.verifier.policy,
+        let policy = match (self.policy_rule, hc.strict_host_key_checking) {
+            (_, None) | (PolicyRule::Caller, _) => self.verifier.policy,
+            (PolicyRule::Config, Some(p)) => p,
+            (PolicyRule::Stricter, Some(p)) => stricter(p, self.verifier.policy),
         };
         let file = hc
             .user_known_hosts_file
@@ -267,6 +282,188 @@ impl Router {
             policy,
             known_hosts,
             pins,
+        }
+    }
+}
+
+/// strict > tofu > insecure-accept-any.
+fn stricter(a: HostKeyPolicy, b: HostKeyPolicy) -> HostKeyPolicy {
+    let rank = |p: HostKeyPolicy| match p {
+        HostKeyPolicy::Strict => 2,
+        HostKeyPolicy::Tofu => 1,
+        HostKeyPolicy::InsecureAcceptAny => 0,
+    };
+    if rank(a) >= rank(b) { a } else { b }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ssh::auth::Passphrase;
+    use crate::ssh::config::ConfigKind;
+    use std::path::Path;
+
+    fn router(config: &str, rule: PolicyRule, policy: HostKeyPolicy) -> Router {
+        let local = Local {
+            home: PathBuf::from("/nonexistent"),
+            user: "op".into(),
+        };
+        Router {
+            config: Some(Arc::new(
+                SshConfig::parse(config, Path::new("cfg"), ConfigKind::User, &local)
+                    .expect("config"),
+            )),
+            local,
+            keyring: Arc::new(Keyring::new(
+                Passphrase::none("--passphrase-file"),
+                Vec::new(),
+            )),
+            identities: Vec::new(),
+            default_identities: Vec::new(),
+            agent: None,
+            verifier: HostKeyVerifier {
+                policy,
+                known_hosts: None,
+                pins: None,
+            },
+            policy_rule: rule,
+            known_hosts_explicit: false,
+            pins_follow_known_hosts: false,
+            connect_timeout: Duration::from_secs(10),
+            connect_timeout_explicit: false,
+            max_channels: 8,
+            default_port: 22,
+        }
+    }
+
+    const TOPOLOGY: &str = "\
+Host lab-*
+    StrictHostKeyChecking no
+Host web
+    HostName 10.0.2.2
+    ProxyJump inner
+    StrictHostKeyChecking yes
+Host inner
+    HostName 10.0.1.9
+    Port 2222
+    ProxyJump ops@bastion
+Host bastion
+    HostName bastion.example.org
+    ConnectTimeout 3
+Host *
+    User scanner
+";
+
+    #[tokio::test]
+    async fn aliases_chain_through_the_first_hops_own_proxy_jump() {
+        let r = router(TOPOLOGY, PolicyRule::Config, HostKeyPolicy::Tofu);
+        let route = r
+            .route(&Destination {
+                host: "web".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("route");
+        assert_eq!(route.target.to_string(), "scanner@10.0.2.2:22");
+        let hops: Vec<String> = route
+            .options
+            .jump
+            .iter()
+            .map(|h| h.target.to_string())
+            .collect();
+        assert_eq!(
+            hops,
+            ["ops@bastion.example.org:22", "scanner@10.0.1.9:2222"]
+        );
+        assert_eq!(route.options.verifier.policy, HostKeyPolicy::Strict);
+        // ConnectTimeout is the target's, for the whole chain.
+        assert_eq!(route.options.connect_timeout, Duration::from_secs(10));
+        // A request's chain replaces the file's; "none" goes direct.
+        let direct = r
+            .route(&Destination {
+                host: "web".into(),
+                proxy_jump: Some("none".into()),
+                ..Default::default()
+            })
+            .await
+            .expect("route");
+        assert!(direct.options.jump.is_empty());
+        let by_request = r
+            .route(&Destination {
+                host: "web".into(),
+                user: Some("root".into()),
+                port: Some(2200),
+                proxy_jump: Some("bastion,10.9.9.9:23".into()),
+            })
+            .await
+            .expect("route");
+        assert_eq!(by_request.target.to_string(), "root@10.0.2.2:2200");
+        let hops: Vec<String> = by_request
+            .options
+            .jump
+            .iter()
+            .map(|h| h.target.to_string())
+            .collect();
+        assert_eq!(
+            hops,
+            ["scanner@bastion.example.org:22", "scanner@10.9.9.9:23"]
+        );
+    }
+
+    #[tokio::test]
+    async fn loops_and_long_chains_are_refused() {
+        let r = router(
+            "Host a\n    ProxyJump b\nHost b\n    ProxyJump a\n",
+            PolicyRule::Config,
+            HostKeyPolicy::Tofu,
+        );
+        let e = r
+            .route(&Destination {
+                host: "a".into(),
+                ..Default::default()
+            })
+            .await
+            .expect_err("a loop");
+        assert!(e.to_string().contains("loop"), "{e}");
+    }
+
+    #[test]
+    fn policy_rules() {
+        for (rule, flag, host, want) in [
+            (
+                PolicyRule::Config,
+                HostKeyPolicy::Tofu,
+                "lab-1",
+                HostKeyPolicy::InsecureAcceptAny,
+            ),
+            (
+                PolicyRule::Caller,
+                HostKeyPolicy::Tofu,
+                "lab-1",
+                HostKeyPolicy::Tofu,
+            ),
+            (
+                PolicyRule::Stricter,
+                HostKeyPolicy::Tofu,
+                "lab-1",
+                HostKeyPolicy::Tofu,
+            ),
+            (
+                PolicyRule::Stricter,
+                HostKeyPolicy::Tofu,
+                "web",
+                HostKeyPolicy::Strict,
+            ),
+            (
+                PolicyRule::Stricter,
+                HostKeyPolicy::Strict,
+                "other",
+                HostKeyPolicy::Strict,
+            ),
+        ] {
+            let r = router(TOPOLOGY, rule, flag);
+            let hc = r.host_config(host, None, None);
+            assert_eq!(r.verifier_for(&hc).policy, want, "{rule:?} {flag} {host}");
         }
     }
 }

@@ -22,7 +22,7 @@ use crate::model::{Scan, ScanErrorKind, ScanEvent, ScanStatus};
 use crate::scan::{self, Limits, Progress, StepState};
 use crate::ssh::auth::Keyring;
 use crate::ssh::config::{Local, SshConfig};
-use crate::ssh::route::{Destination, Router};
+use crate::ssh::route::{Destination, PolicyRule, Router};
 use crate::ssh::{Agent, HostKeyPolicy, HostKeyVerifier};
 use crate::store::{Lease, Store};
 
@@ -92,7 +92,7 @@ impl Workers {
                 known_hosts: settings.known_hosts.clone(),
                 pins: Some(Arc::new(DatabasePins::new(store.clone()))),
             },
-            policy_explicit: false,
+            policy_rule: PolicyRule::Stricter,
             known_hosts_explicit: false,
             pins_follow_known_hosts: false,
             connect_timeout: settings.connect_timeout,
