@@ -330,6 +330,11 @@ async fn jump_hosts_reach_hosts_only_they_can_reach() {
         assert_completed_on(&scan, hostname);
         assert_eq!(scan["hostname"], alias);
     }
+    // Without -F, ~/.ssh/config is read, as ssh does.
+    std::fs::create_dir_all(config_home.path().join(".ssh")).expect("~/.ssh");
+    std::fs::copy(&config, config_home.path().join(".ssh/config")).expect("~/.ssh/config");
+    let scan = scan_of(&probe(config_home.path(), &["third"], &[]));
+    assert_completed_on(&scan, "third");
     // UserKnownHostsFile and StrictHostKeyChecking accept-new came from the file.
     assert!(
         std::fs::read_to_string(&config_kh)
@@ -695,6 +700,31 @@ async fn encrypted_keys_need_their_passphrase_from_a_file() {
         );
         assert!(!text(&out.stderr).contains(passphrase));
     }
+
+    // On a terminal (a pty from util-linux's `script`), probe asks.
+    let command = format!(
+        "{BINARY} probe 127.0.0.1 --port {port} --user {} -F none --known-hosts {} -i {} --json",
+        sshd.user,
+        kh.display(),
+        openssh.display()
+    );
+    let mut on_tty = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("HOME", home.path())
+        .env_remove("SSH_AUTH_SOCK")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("script (util-linux)");
+    {
+        use std::io::Write as _;
+        let mut stdin = on_tty.stdin.take().expect("stdin");
+        writeln!(stdin, "{passphrase}").expect("type the passphrase");
+    }
+    let out = on_tty.wait_with_output().expect("script");
+    let shown = text(&out.stdout);
+    assert!(shown.contains("Enter passphrase for key"), "{shown}");
+    assert!(shown.contains("SCAN_STATUS_COMPLETED"), "{shown}");
 
     // Without the passphrase (and no terminal to ask on): exit 2 before
     // any connection, naming --passphrase-file.
