@@ -182,6 +182,7 @@ impl From<&model::Scan> for Scan {
             error: s.error.as_ref().map(ScanError::from),
             request_id: s.request_id.clone().unwrap_or_default(),
             sequence: s.sequence,
+            proxy_jump: s.proxy_jump.clone(),
         }
     }
 }

@@ -61,6 +61,7 @@ impl Env {
             username: String::new(),
             scan_type: scan_type as i32,
             request_id: String::new(),
+            proxy_jump: String::new(),
         }
     }
 }

@@ -51,6 +51,54 @@ pub fn keygen(path: &Path, kind: &str) {
     run("ssh-keygen", &args);
 }
 
+/// A key encrypted with `passphrase`: `format` is ssh-keygen's `-m`
+/// (None for the OpenSSH format, "PEM", "PKCS8").
+pub fn keygen_encrypted(path: &Path, kind: &str, passphrase: &str, format: Option<&str>) {
+    let p = path.to_str().expect("utf-8 path");
+    let mut args = vec!["-q", "-t", kind, "-N", passphrase, "-f", p];
+    if let Some(f) = format {
+        args.extend(["-m", f]);
+    }
+    if kind == "rsa" {
+        args.extend(["-b", "2048"]);
+    }
+    run("ssh-keygen", &args);
+}
+
+/// Signs `key`'s public half with the CA key `ca`: a user certificate
+/// (`host` false) or a host certificate, for `principals`, valid over
+/// `validity` (ssh-keygen -V, e.g. "-5m:+1h"; None: forever). Writes and
+/// returns `KEY-cert.pub`.
+pub fn sign(
+    ca: &Path,
+    key: &Path,
+    host: bool,
+    principals: &str,
+    validity: Option<&str>,
+) -> PathBuf {
+    let public = key.with_extension("pub");
+    let mut args = vec![
+        "-q",
+        "-s",
+        ca.to_str().expect("utf-8"),
+        "-I",
+        "hostscan-test",
+        "-n",
+        principals,
+    ];
+    if host {
+        args.push("-h");
+    }
+    if let Some(v) = validity {
+        args.extend(["-V", v]);
+    }
+    args.push(public.to_str().expect("utf-8"));
+    run("ssh-keygen", &args);
+    let mut cert = key.as_os_str().to_owned();
+    cert.push("-cert.pub");
+    PathBuf::from(cert)
+}
+
 /// What the sshd should look like.
 #[derive(Default)]
 pub struct Options {
@@ -62,9 +110,26 @@ pub struct Options {
     pub port: Option<u16>,
     /// Public keys authorized besides the client key.
     pub also_authorize: Vec<PathBuf>,
+    /// Do not authorize the shared client key.
+    pub no_client_key: bool,
+    /// Run inside a network namespace with its own host name.
+    pub netns: Option<InNetns>,
+    /// More sshd_config lines (HostCertificate, TrustedUserCAKeys, ...).
+    pub extra_config: Vec<String>,
+}
+
+/// Where a namespaced sshd runs: `ip netns exec NS unshare --uts`, with
+/// `hostname` set inside, listening on every address of the namespace;
+/// `address` is the one tests dial.
+pub struct InNetns {
+    pub ns: String,
+    pub hostname: String,
+    pub address: String,
 }
 
 pub struct Sshd {
+    /// The address tests dial (127.0.0.1, or the namespace's).
+    pub host: String,
     pub port: u16,
     pub user: String,
     pub host_key: PathBuf,
@@ -149,21 +214,33 @@ impl Sshd {
         // sshd reads authorized_keys as the login user, who may not be us.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
             .expect("chmod");
-        let port = options.port.unwrap_or_else(free_port);
+        let port = match (&options.port, &options.netns) {
+            (Some(p), _) => *p,
+            (None, Some(_)) => 22,
+            (None, None) => free_port(),
+        };
         let host_key = options
             .host_key
             .clone()
             .unwrap_or_else(|| keys.host.clone());
         let authorized = dir.path().join("authorized_keys");
-        let mut text =
-            std::fs::read_to_string(keys.client.with_extension("pub")).expect("client pub");
+        let mut text = match options.no_client_key {
+            true => String::new(),
+            false => {
+                std::fs::read_to_string(keys.client.with_extension("pub")).expect("client pub")
+            }
+        };
         for k in &options.also_authorize {
             text.push_str(&std::fs::read_to_string(k.with_extension("pub")).expect("pub"));
         }
         std::fs::write(&authorized, text).expect("authorized_keys");
+        let listen = match options.netns {
+            Some(_) => "0.0.0.0",
+            None => "127.0.0.1",
+        };
         let mut config = format!(
             "Port {port}\n\
-             ListenAddress 127.0.0.1\n\
+             ListenAddress {listen}\n\
              HostKey {host}\n\
              AuthorizedKeysFile {auth}\n\
              PidFile none\n\
@@ -189,43 +266,85 @@ impl Sshd {
             config.push_str(&format!(" PATH={}:/usr/bin:/bin", first.display()));
         }
         config.push('\n');
+        for line in &options.extra_config {
+            config.push_str(line);
+            config.push('\n');
+        }
         let config_path = dir.path().join("sshd_config");
         std::fs::write(&config_path, config).expect("sshd_config");
         if is_root() {
             std::fs::create_dir_all("/run/sshd").expect("/run/sshd");
         }
-        let process = Tied::spawn(
-            "sshd",
-            // Its log stays in its dir: sshd reports clients that hang up
-            // mid-session, which is every cancelled scan.
-            &format!(
-                "{} -D -e -f {} 2>>{}",
-                sshd_binary(),
-                config_path.display(),
-                dir.path().join("sshd.log").display()
-            ),
-            "TERM",
-            "",
+        // Its log stays in its dir: sshd reports clients that hang up
+        // mid-session, which is every cancelled scan.
+        let sshd = format!(
+            "{} -D -e -f {} 2>>{}",
+            sshd_binary(),
+            config_path.display(),
+            dir.path().join("sshd.log").display()
         );
-        // Ready when it sends its banner.
-        eventually(
-            "sshd to send its banner",
-            Duration::from_secs(20),
-            || async move {
-                tokio::task::spawn_blocking(move || {
-                    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-                    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-                    let mut buf = [0u8; 7];
-                    s.read_exact(&mut buf).ok()?;
-                    (&buf == b"SSH-2.0").then_some(())
-                })
+        let (process, host) = match &options.netns {
+            None => (
+                Tied::spawn("sshd", &sshd, "TERM", ""),
+                "127.0.0.1".to_string(),
+            ),
+            Some(n) => {
+                let command = format!(
+                    "ip netns exec {ns} unshare --uts sh -c 'hostname {name} && exec {sshd}'",
+                    ns = n.ns,
+                    name = n.hostname,
+                );
+                (Tied::spawn("sshd", &command, "TERM", ""), n.address.clone())
+            }
+        };
+        match &options.netns {
+            // Ready when it sends its banner.
+            None => {
+                eventually(
+                    "sshd to send its banner",
+                    Duration::from_secs(20),
+                    || async move {
+                        tokio::task::spawn_blocking(move || {
+                            let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+                            s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+                            let mut buf = [0u8; 7];
+                            s.read_exact(&mut buf).ok()?;
+                            (&buf == b"SSH-2.0").then_some(())
+                        })
+                        .await
+                        .ok()
+                        .flatten()
+                    },
+                )
                 .await
-                .ok()
-                .flatten()
-            },
-        )
-        .await;
+            }
+            // Ready when ssh-keyscan, inside the namespace, gets its key.
+            Some(n) => {
+                let ns = n.ns.clone();
+                eventually(
+                    "a namespaced sshd to answer ssh-keyscan",
+                    Duration::from_secs(20),
+                    || {
+                        let ns = ns.clone();
+                        async move {
+                            tokio::task::spawn_blocking(move || {
+                                let out = super::netns::Lab::command(&ns, "ssh-keyscan")
+                                    .args(["-T", "2", "-p", &port.to_string(), "127.0.0.1"])
+                                    .output()
+                                    .ok()?;
+                                (!out.stdout.is_empty()).then_some(())
+                            })
+                            .await
+                            .ok()
+                            .flatten()
+                        }
+                    },
+                )
+                .await
+            }
+        }
         Self {
+            host,
             port,
             user: current_user(),
             host_key,
@@ -252,20 +371,25 @@ impl Sshd {
 
     pub fn target(&self) -> Target {
         Target {
-            host: "127.0.0.1".into(),
+            host: self.host.clone(),
             port: self.port,
             user: self.user.clone(),
         }
     }
 
-    /// The host key as a known_hosts line for this port.
+    /// `host:port` as a ProxyJump hop (`user@host:port`).
+    pub fn hop(&self) -> String {
+        format!("{}@{}:{}", self.user, self.host, self.port)
+    }
+
+    /// The host key as a known_hosts line for this host and port.
     pub fn known_hosts_line(&self) -> String {
         let public =
             std::fs::read_to_string(self.host_key.with_extension("pub")).expect("host pub");
         let mut fields = public.split_whitespace();
         format!(
-            "[127.0.0.1]:{} {} {}\n",
-            self.port,
+            "{} {} {}\n",
+            hostscan::ssh::known_hosts::host_port_name(&self.host, self.port),
             fields.next().unwrap_or_default(),
             fields.next().unwrap_or_default()
         )
@@ -279,22 +403,20 @@ pub fn connect_options(
     known_hosts: &Path,
     policy: HostKeyPolicy,
 ) -> ConnectOptions {
-    let keys: Arc<[ClientKey]> = client_keys
-        .iter()
-        .map(|p| ClientKey::load(p).expect("client key"))
-        .collect();
-    ConnectOptions {
-        keys,
-        verifier: HostKeyVerifier {
+    ConnectOptions::with_keys(
+        client_keys
+            .iter()
+            .map(|p| ClientKey::load(p).expect("client key")),
+        HostKeyVerifier {
             policy,
             known_hosts: Some(known_hosts.to_path_buf()),
             pins: Some(
                 Arc::new(KnownHostsPins::new(known_hosts.to_path_buf())) as Arc<dyn PinStore>
             ),
         },
-        connect_timeout: Duration::from_secs(10),
-        max_channels: 8,
-    }
+        Duration::from_secs(10),
+        8,
+    )
 }
 
 /// A directory of commands put first on a session's PATH.
