@@ -261,7 +261,16 @@ impl Sshd {
             std::process::id(),
             NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
-        config.push_str(&format!("SetEnv HOSTSCAN_TEST_SSHD={marker}"));
+        // Sessions get a HOME of their own: the login user's start-up files
+        // (root's .bashrc here runs `pyenv init`, whose rehash lock outlives
+        // a killed shell and then stalls every login for a minute) are this
+        // machine's, not part of the host under test.
+        let home = dir.path().join("home");
+        std::fs::create_dir_all(&home).expect("session home");
+        config.push_str(&format!(
+            "SetEnv HOSTSCAN_TEST_SSHD={marker} HOME={}",
+            home.display()
+        ));
         if let Some(first) = &options.path_first {
             config.push_str(&format!(" PATH={}:/usr/bin:/bin", first.display()));
         }
