@@ -40,10 +40,10 @@ pub struct Step {
 }
 
 /// Every step, in the order results are presented.
-pub static STEPS: [Step; 8] = [
+pub static STEPS: [Step; 13] = [
     Step {
         name: "os",
-        weight: 10,
+        weight: 5,
         script: parse::os::SCRIPT,
         full_only: false,
         group: 0,
@@ -54,7 +54,7 @@ pub static STEPS: [Step; 8] = [
     },
     Step {
         name: "hostname",
-        weight: 5,
+        weight: 3,
         script: parse::hostname::SCRIPT,
         full_only: false,
         group: 0,
@@ -65,7 +65,7 @@ pub static STEPS: [Step; 8] = [
     },
     Step {
         name: "uptime",
-        weight: 5,
+        weight: 3,
         script: parse::uptime::SCRIPT,
         full_only: false,
         group: 0,
@@ -87,7 +87,7 @@ pub static STEPS: [Step; 8] = [
     },
     Step {
         name: "memory",
-        weight: 10,
+        weight: 5,
         script: parse::memory::SCRIPT,
         full_only: false,
         group: 0,
@@ -97,8 +97,41 @@ pub static STEPS: [Step; 8] = [
         },
     },
     Step {
+        name: "cpu",
+        weight: 4,
+        script: parse::cpu::SCRIPT,
+        full_only: false,
+        group: 0,
+        apply: |out, r| {
+            r.cpu = Some(parse::cpu::parse(out)?);
+            Ok(())
+        },
+    },
+    Step {
+        name: "virtualization",
+        weight: 3,
+        script: parse::virtualization::SCRIPT,
+        full_only: false,
+        group: 0,
+        apply: |out, r| {
+            r.virtualization = Some(parse::virtualization::parse(out)?);
+            Ok(())
+        },
+    },
+    Step {
+        name: "timezone",
+        weight: 2,
+        script: parse::timezone::SCRIPT,
+        full_only: false,
+        group: 0,
+        apply: |out, r| {
+            r.timezone = Some(parse::timezone::parse(out)?);
+            Ok(())
+        },
+    },
+    Step {
         name: "packages",
-        weight: 25,
+        weight: 20,
         script: parse::packages::SCRIPT,
         full_only: true,
         group: 2,
@@ -107,9 +140,22 @@ pub static STEPS: [Step; 8] = [
             Ok(())
         },
     },
+    // With the packages: it reads the package database and the installed
+    // kernels, and EL's `needs-restarting` can take seconds.
+    Step {
+        name: "reboot_required",
+        weight: 5,
+        script: parse::reboot::SCRIPT,
+        full_only: true,
+        group: 2,
+        apply: |out, r| {
+            r.reboot_required = Some(parse::reboot::parse(out)?);
+            Ok(())
+        },
+    },
     Step {
         name: "processes",
-        weight: 15,
+        weight: 12,
         script: parse::processes::SCRIPT,
         full_only: true,
         group: 3,
@@ -120,12 +166,23 @@ pub static STEPS: [Step; 8] = [
     },
     Step {
         name: "network",
-        weight: 10,
+        weight: 8,
         script: parse::network::SCRIPT,
         full_only: true,
         group: 3,
         apply: |out, r| {
             r.network_interfaces = parse::network::parse(out)?;
+            Ok(())
+        },
+    },
+    Step {
+        name: "listening_sockets",
+        weight: 10,
+        script: parse::listening::SCRIPT,
+        full_only: true,
+        group: 3,
+        apply: |out, r| {
+            r.listening_sockets = parse::listening::parse(out)?;
             Ok(())
         },
     },
@@ -439,7 +496,19 @@ mod tests {
     #[test]
     fn plans() {
         let quick: Vec<_> = plan(ScanType::Quick).map(|s| s.name).collect();
-        assert_eq!(quick, ["os", "hostname", "uptime", "disks", "memory"]);
+        assert_eq!(
+            quick,
+            [
+                "os",
+                "hostname",
+                "uptime",
+                "disks",
+                "memory",
+                "cpu",
+                "virtualization",
+                "timezone"
+            ]
+        );
         assert_eq!(plan(ScanType::Full).count(), STEPS.len());
         let total: u32 = CONNECT_WEIGHT + plan(ScanType::Full).map(|s| s.weight).sum::<u32>();
         assert_eq!(total, 100);
