@@ -8,3 +8,4 @@ mod e2e;
 mod engine;
 mod faults;
 mod store;
+mod userlands;
