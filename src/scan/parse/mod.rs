@@ -305,6 +305,12 @@ mod proptests {
         "macos14/listening_sockets.documented.txt",
         "xeon-2s/cpu.documented.txt",
         "raspbian/cpu.documented.txt",
+        "debian11/processes.txt",
+        "debian11/processes-user-column.txt",
+        "debian13/processes.txt",
+        "busybox-on-debian12/processes-plain.txt",
+        "busybox-on-debian12/processes-plain-vsz.txt",
+        "dpkg-states/packages.documented.txt",
     ];
 
     fn all(s: &str) {

@@ -345,6 +345,22 @@ mod tests {
 
     /// The issue's rows: 5 installed, whatever the selection.
     #[test]
+    fn dpkg_states_documented() {
+        let p = parse(include_str!(
+            "../../../tests/fixtures/dpkg-states/packages.documented.txt"
+        ))
+        .expect("parses");
+        assert_eq!(p.count, 5);
+        let mut names: Vec<&str> = p.recent.iter().map(|x| x.name.as_str()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["base-files", "libc6", "nginx", "vim", "vim-runtime"]
+        );
+    }
+
+    /// The same kind, with trigger states.
+    #[test]
     fn dpkg_counts_by_status_letter() {
         let text = "@@dpkg\nii \t1\tbase-files\t12.4+deb12u5\nii \t2\tlibc6\t2.36-9+deb12u4\n\
                     hi \t3\tnginx\t1.22.1-9\nri \t4\tvim\t2:9.0.1378-2\npi \t5\tvim-runtime\t2:9.0.1378-2\n\

@@ -593,6 +593,62 @@ mod tests {
         assert_eq!(users, ["appserviceuser", "", "www-data"]);
     }
 
+    /// The example, captured on Debian 11 (procps 3.3.17) with
+    /// processes of `appserviceuser` and `prometheus-exporter`: procps shows
+    /// `appserv+` and `prometh+`; hostscan shows the accounts.
+    #[test]
+    fn debian11_real_long_user_names() {
+        let cut = include_str!("../../../tests/fixtures/debian11/processes-user-column.txt");
+        assert!(cut.contains(" appserv+ ") && cut.contains(" prometh+ "));
+        for text in [
+            cut,
+            include_str!("../../../tests/fixtures/debian11/processes.txt"),
+        ] {
+            let p = parse(text).expect("parses");
+            let user = |needle: &str| {
+                p.iter()
+                    .find(|x| x.command.contains(needle))
+                    .map(|x| x.user.clone())
+                    .unwrap_or_else(|| panic!("{needle} in {p:?}"))
+            };
+            assert_eq!(user("(300 << 20)"), "appserviceuser");
+            assert_eq!(user("(280 << 20)"), "prometheus-exporter");
+            assert!(p.iter().all(|x| !x.user.ends_with('+')), "{p:?}");
+        }
+        let p = parse(include_str!(
+            "../../../tests/fixtures/debian13/processes.txt"
+        ))
+        .expect("parses");
+        assert_eq!(p[0].user, "appserviceuser");
+        assert!(sorted(&p));
+    }
+
+    /// Debian's busybox `ps` without options (`PID USER COMMAND`) and with
+    /// the columns of builds whose default is `PID USER VSZ STAT COMMAND`.
+    #[test]
+    fn busybox_on_debian12_real_option_less() {
+        let plain = parse(include_str!(
+            "../../../tests/fixtures/busybox-on-debian12/processes-plain.txt"
+        ))
+        .expect("parses");
+        assert_eq!(plain.len(), 20);
+        let init = plain.iter().find(|x| x.pid == 1).expect("pid 1");
+        assert_eq!((init.user.as_str(), init.rss_bytes), ("root", 0));
+        let vsz = parse(include_str!(
+            "../../../tests/fixtures/busybox-on-debian12/processes-plain-vsz.txt"
+        ))
+        .expect("parses");
+        assert_eq!(vsz.len(), 20);
+        assert!(
+            vsz.iter()
+                .all(|x| x.rss_bytes == 0 && !x.command.is_empty())
+        );
+        assert!(
+            vsz.iter()
+                .any(|x| x.user == "rabbitmq" || x.user == "postgres")
+        );
+    }
+
     /// A busybox `ps` that takes no options, in its three header shapes.
     #[test]
     fn option_less_busybox_ps() {
