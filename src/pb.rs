@@ -381,4 +381,55 @@ mod tests {
             "{json}"
         );
     }
+
+    #[test]
+    fn new_facts_map_to_proto_and_json() {
+        let results = facts::ScanResults {
+            virtualization: Some(facts::Virtualization {
+                role: facts::VirtualizationRole::Container,
+                kind: "docker".into(),
+                source: "dockerenv".into(),
+            }),
+            reboot_required: Some(facts::RebootRequired {
+                status: facts::RebootStatus::Unknown,
+                ..Default::default()
+            }),
+            listening_sockets: vec![facts::ListeningSocket {
+                protocol: "tcp".into(),
+                family: "inet".into(),
+                local_address: "127.0.0.1".into(),
+                port: 5432,
+                pid: Some(2211),
+                process: "postgres".into(),
+            }],
+            timezone: Some(facts::Timezone {
+                name: "Etc/UTC".into(),
+                ..Default::default()
+            }),
+            cpu: Some(facts::Cpu {
+                logical_cpus: 2,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let json = to_json(&ScanResults::from(&results), "hostscan.v1.ScanResults");
+        for want in [
+            "\"role\": \"VIRTUALIZATION_ROLE_CONTAINER\"",
+            "\"type\": \"docker\"",
+            "\"status\": \"REBOOT_STATUS_UNKNOWN\"",
+            "\"localAddress\": \"127.0.0.1\"",
+            "\"pid\": 2211",
+            "\"logicalCpus\": 2",
+            "\"name\": \"Etc/UTC\"",
+        ] {
+            assert!(json.contains(want), "missing {want} in {json}");
+        }
+        // Results stored before these facts existed still load.
+        let old: facts::ScanResults =
+            serde_json::from_str(r#"{"hostname":"h","step_errors":[]}"#).expect("old JSON");
+        assert!(old.cpu.is_none() && old.listening_sockets.is_empty());
+        let round: facts::ScanResults =
+            serde_json::from_str(&serde_json::to_string(&results).expect("json")).expect("back");
+        assert_eq!(round, results);
+    }
 }
