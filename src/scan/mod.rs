@@ -34,7 +34,8 @@ pub struct Step {
     pub script: &'static str,
     pub full_only: bool,
     /// Steps of one group run in turn on one channel; groups run at once.
-    /// `df` gets a group of its own: it is what hangs on a stale NFS mount.
+    /// `df` runs last in its group: it is what hangs on a stale NFS mount,
+    /// and then nothing waits behind it.
     pub group: u8,
     apply: fn(&str, &mut ScanResults) -> Result<(), ParseError>,
 }
@@ -75,6 +76,39 @@ pub static STEPS: [Step; 13] = [
         },
     },
     Step {
+        name: "cpu",
+        weight: 4,
+        script: parse::cpu::SCRIPT,
+        full_only: false,
+        group: 1,
+        apply: |out, r| {
+            r.cpu = Some(parse::cpu::parse(out)?);
+            Ok(())
+        },
+    },
+    Step {
+        name: "virtualization",
+        weight: 3,
+        script: parse::virtualization::SCRIPT,
+        full_only: false,
+        group: 1,
+        apply: |out, r| {
+            r.virtualization = Some(parse::virtualization::parse(out)?);
+            Ok(())
+        },
+    },
+    Step {
+        name: "timezone",
+        weight: 2,
+        script: parse::timezone::SCRIPT,
+        full_only: false,
+        group: 1,
+        apply: |out, r| {
+            r.timezone = Some(parse::timezone::parse(out)?);
+            Ok(())
+        },
+    },
+    Step {
         name: "disks",
         weight: 10,
         script: parse::disks::SCRIPT,
@@ -93,39 +127,6 @@ pub static STEPS: [Step; 13] = [
         group: 0,
         apply: |out, r| {
             r.memory = Some(parse::memory::parse(out)?);
-            Ok(())
-        },
-    },
-    Step {
-        name: "cpu",
-        weight: 4,
-        script: parse::cpu::SCRIPT,
-        full_only: false,
-        group: 0,
-        apply: |out, r| {
-            r.cpu = Some(parse::cpu::parse(out)?);
-            Ok(())
-        },
-    },
-    Step {
-        name: "virtualization",
-        weight: 3,
-        script: parse::virtualization::SCRIPT,
-        full_only: false,
-        group: 0,
-        apply: |out, r| {
-            r.virtualization = Some(parse::virtualization::parse(out)?);
-            Ok(())
-        },
-    },
-    Step {
-        name: "timezone",
-        weight: 2,
-        script: parse::timezone::SCRIPT,
-        full_only: false,
-        group: 0,
-        apply: |out, r| {
-            r.timezone = Some(parse::timezone::parse(out)?);
             Ok(())
         },
     },
@@ -502,12 +503,19 @@ mod tests {
                 "os",
                 "hostname",
                 "uptime",
-                "disks",
-                "memory",
                 "cpu",
                 "virtualization",
-                "timezone"
+                "timezone",
+                "disks",
+                "memory",
             ]
+        );
+        // df last in its group: a hanging df delays no other step.
+        let disks = plan(ScanType::Full).position(|s| s.name == "disks");
+        assert!(
+            plan(ScanType::Full)
+                .skip(disks.map_or(0, |d| d + 1))
+                .all(|s| s.group != 1)
         );
         assert_eq!(plan(ScanType::Full).count(), STEPS.len());
         let total: u32 = CONNECT_WEIGHT + plan(ScanType::Full).map(|s| s.weight).sum::<u32>();

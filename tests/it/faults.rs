@@ -277,7 +277,7 @@ async fn a_connection_dropped_mid_command_fails_the_scan_and_keeps_what_was_coll
             Some(p) = rx.recv() => {
                 if p.state == StepState::Finished && p.step != "connect" {
                     finished += 1;
-                    if finished == 4 {
+                    if finished == scan::plan(ScanType::Quick).count() - 1 {
                         proxy.cut();
                     }
                 }
@@ -320,7 +320,7 @@ async fn cancel_stops_a_running_scan_at_once() {
             Some(p) = rx.recv() => {
                 if p.state == StepState::Finished && p.step != "connect" {
                     finished += 1;
-                    if finished == 4 {
+                    if finished == scan::plan(ScanType::Quick).count() - 1 {
                         cancel.cancel();
                         cancelled_at = Some(Instant::now());
                     }

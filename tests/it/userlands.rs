@@ -83,7 +83,7 @@ async fn debian_release(suite: &str) {
     let _big = Tied::spawn(
         "big process",
         &format!(
-            "chroot --userspec=appserviceuser:nogroup {} perl -e '$x = \"a\" x (300 << 20); sleep 600'",
+            "chroot --userspec=appserviceuser:nogroup {} perl -e '$SIG{{TERM}} = sub {{ exit 0 }}; $x = \"a\" x (300 << 20); sleep 600'",
             t.display()
         ),
         "TERM",

@@ -6,21 +6,27 @@ use std::collections::HashSet;
 use super::{ParseError, lines, named_sections, parse_u64, truncate_chars};
 use crate::model::facts::Cpu;
 
-/// Prints `@@lscpu` (util-linux, where present), `@@cpuinfo` (the topology
-/// and model lines of `/proc/cpuinfo`: Linux, busybox) and, only where
-/// neither exists, `@@sysctl` (`name: value` lines of `hw.model`, `hw.ncpu`,
+/// Prints `@@cpuinfo` (the topology and model lines of `/proc/cpuinfo`:
+/// Linux, busybox), `@@lscpu` (util-linux) only where cpuinfo lacks the
+/// model or the topology (ARM, some hypervisors: lscpu decodes more, but it
+/// costs a quick scan several milliseconds), and, only where neither
+/// exists, `@@sysctl` (`name: value` lines of `hw.model`, `hw.ncpu`,
 /// the SMP topology on FreeBSD and the package/core counts on macOS).
 /// Exits 127 when nothing answered.
 pub const SCRIPT: &str = r#"PATH="${PATH:-/usr/bin:/bin}:/usr/sbin:/sbin:/usr/local/sbin"; export PATH
 found=
-if command -v lscpu >/dev/null 2>&1 && out=$(lscpu 2>/dev/null </dev/null) && [ -n "$out" ]; then
+topology=
+if [ -r /proc/cpuinfo ] && out=$(grep -E '^(processor|model name|physical id|core id|cpu cores|siblings|Processor|cpu model|cpu|Hardware|Model)[[:space:]]*:' /proc/cpuinfo 2>/dev/null </dev/null) && [ -n "$out" ]; then
+  echo @@cpuinfo
+  printf '%s\n' "$out" | head -n 50000
+  found=1
+  case $out in
+    *"model name"*"physical id"*"cpu cores"*) topology=1 ;;
+  esac
+fi
+if [ -z "$topology" ] && command -v lscpu >/dev/null 2>&1 && out=$(lscpu 2>/dev/null </dev/null) && [ -n "$out" ]; then
   echo @@lscpu
   printf '%s\n' "$out" | head -n 200
-  found=1
-fi
-if [ -r /proc/cpuinfo ]; then
-  echo @@cpuinfo
-  grep -E '^(processor|model name|physical id|core id|cpu cores|siblings|Processor|cpu model|cpu|Hardware|Model)[[:space:]]*:' /proc/cpuinfo 2>/dev/null </dev/null | head -n 50000
   found=1
 fi
 if [ -z "$found" ] && command -v sysctl >/dev/null 2>&1; then
@@ -219,9 +225,12 @@ mod tests {
 
     #[test]
     fn debian12_real() {
+        // x86 cpuinfo has the topology: no lscpu.
         let c = fixture("debian12/cpu.txt");
         assert_eq!(shape(&c), (2, 1, 2, 1));
         assert_eq!(c.model_name, "AMD EPYC");
+        // The same host through lscpu (what ARM hosts and some VMs run).
+        assert_eq!(fixture("debian12/cpu-lscpu.txt"), c);
     }
 
     #[test]

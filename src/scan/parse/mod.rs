@@ -287,6 +287,7 @@ mod proptests {
         "openwrt19/os.documented.txt",
         "amazon2018/os.documented.txt",
         "debian12/cpu.txt",
+        "debian12/cpu-lscpu.txt",
         "debian12/virtualization.txt",
         "debian12/timezone.txt",
         "debian12/listening_sockets.txt",

@@ -3,11 +3,12 @@
 use super::{ParseError, lines, named_sections, parse_u64, truncate_chars};
 use crate::model::facts::Timezone;
 
-/// Prints `@@localtime-link` (where `/etc/localtime` points), `@@etc-timezone`
-/// (Debian, Alpine, Gentoo), `@@sysconfig-clock` (EL6 `ZONE=`),
-/// `@@var-db-zoneinfo` (FreeBSD's tzsetup), `@@no-localtime` when there is no
-/// `/etc/localtime` at all, `@@timedatectl` only when no file named a zone
-/// (it asks systemd over D-Bus), and `@@date` (`date '+%Z %z'`).
+/// Prints the first of `@@localtime-link` (where `/etc/localtime` points),
+/// `@@etc-timezone` (Debian, Alpine, Gentoo), `@@sysconfig-clock` (EL6
+/// `ZONE=`), `@@var-db-zoneinfo` (FreeBSD's tzsetup) that exists, and
+/// `@@timedatectl` only when none did (it asks systemd over D-Bus);
+/// `@@no-localtime` when there is no `/etc/localtime` at all; always
+/// `@@date` (`date '+%Z %z'`). Two commands on most hosts: a quick fact.
 pub const SCRIPT: &str = r#"PATH="${PATH:-/usr/bin:/bin}:/usr/sbin:/sbin:/usr/local/sbin"; export PATH
 named=
 if [ -L /etc/localtime ]; then
@@ -20,17 +21,17 @@ if [ -L /etc/localtime ]; then
 elif [ ! -e /etc/localtime ]; then
   echo @@no-localtime
 fi
-if [ -r /etc/timezone ]; then
+if [ -z "$named" ] && [ -r /etc/timezone ]; then
   echo @@etc-timezone
   head -n 1 /etc/timezone 2>/dev/null </dev/null
   named=1
 fi
-if [ -r /etc/sysconfig/clock ]; then
+if [ -z "$named" ] && [ -r /etc/sysconfig/clock ]; then
   echo @@sysconfig-clock
   grep -E '^[[:space:]]*(ZONE|TIMEZONE)=' /etc/sysconfig/clock 2>/dev/null </dev/null | head -n 2
   named=1
 fi
-if [ -r /var/db/zoneinfo ]; then
+if [ -z "$named" ] && [ -r /var/db/zoneinfo ]; then
   echo @@var-db-zoneinfo
   head -n 1 /var/db/zoneinfo 2>/dev/null </dev/null
   named=1

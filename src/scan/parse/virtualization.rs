@@ -10,23 +10,18 @@
 use super::{ParseError, lines, named_sections, truncate_chars};
 use crate::model::facts::{Virtualization, VirtualizationRole};
 
-/// Prints `@@sdv-container` and `@@sdv-vm` (systemd-detect-virt's answers,
-/// `none` included) where it exists; else the evidence sections `@@files`
+/// Prints `@@sdv` (systemd-detect-virt's answer, container first, `none`
+/// included) where it exists; else the evidence sections `@@files`
 /// (marker paths that exist), `@@container` (`/run/systemd/container`, PID
 /// 1's `container=`), `@@osrelease`, `@@dmi` (`key=value`), `@@hypervisor`
 /// (`/sys/hypervisor/type`), `@@lscpu-hypervisor`, `@@cpu-flags`,
 /// `@@sysctl`. Always exits 0: no evidence at all is itself an answer.
 pub const SCRIPT: &str = r#"PATH="${PATH:-/usr/bin:/bin}:/usr/sbin:/sbin:/usr/local/sbin"; export PATH
-if command -v systemd-detect-virt >/dev/null 2>&1; then
-  c=$(systemd-detect-virt --container 2>/dev/null </dev/null)
-  v=$(systemd-detect-virt --vm 2>/dev/null </dev/null)
-  if [ -n "$c" ] || [ -n "$v" ]; then
-    echo @@sdv-container
-    printf '%s\n' "$c"
-    echo @@sdv-vm
-    printf '%s\n' "$v"
-    exit 0
-  fi
+if command -v systemd-detect-virt >/dev/null 2>&1 &&
+    v=$(systemd-detect-virt 2>/dev/null </dev/null); [ -n "$v" ]; then
+  echo @@sdv
+  printf '%s\n' "$v"
+  exit 0
 fi
 echo @@files
 for f in /.dockerenv /run/.containerenv /proc/vz /proc/bc /proc/xen /dev/lxd/sock; do
@@ -57,6 +52,22 @@ exit 0
 "#;
 
 const MAX_TYPE: usize = 64;
+
+/// systemd-detect-virt's container types; every other answer but `none`
+/// is a virtual machine.
+const CONTAINERS: &[&str] = &[
+    "openvz",
+    "lxc",
+    "lxc-libvirt",
+    "systemd-nspawn",
+    "docker",
+    "podman",
+    "rkt",
+    "wsl",
+    "proot",
+    "pouch",
+    "container-other",
+];
 
 /// systemd-detect-virt's DMI table: a vendor or product prefix and its type.
 const DMI_VENDORS: &[(&str, &str)] = &[
@@ -132,13 +143,11 @@ pub fn parse(stdout: &str) -> Result<Virtualization, ParseError> {
     let first = |n: &str| get(n).and_then(|b| lines(b).map(str::trim).find(|l| !l.is_empty()));
     use VirtualizationRole::{Container, Host, Vm};
 
-    if get("sdv-container").is_some() || get("sdv-vm").is_some() {
-        let c = first("sdv-container").and_then(word).unwrap_or("none");
-        let v = first("sdv-vm").and_then(word).unwrap_or("none");
-        return Ok(match (c, v) {
-            ("none", "none") => answer(Host, "none", "systemd-detect-virt"),
-            ("none", vm) => answer(Vm, vm, "systemd-detect-virt"),
-            (container, _) => answer(Container, container, "systemd-detect-virt"),
+    if get("sdv").is_some() {
+        return Ok(match first("sdv").and_then(word).unwrap_or("none") {
+            "none" => answer(Host, "none", "systemd-detect-virt"),
+            kind if CONTAINERS.contains(&kind) => answer(Container, kind, "systemd-detect-virt"),
+            kind => answer(Vm, kind, "systemd-detect-virt"),
         });
     }
 
@@ -251,18 +260,10 @@ mod tests {
 
     #[test]
     fn systemd_detect_virt() {
-        assert_eq!(
-            role_kind("@@sdv-container\ndocker\n@@sdv-vm\nkvm\n"),
-            (Container, "docker".into())
-        );
-        assert_eq!(
-            role_kind("@@sdv-container\nnone\n@@sdv-vm\nmicrosoft\n"),
-            (Vm, "microsoft".into())
-        );
-        assert_eq!(
-            role_kind("@@sdv-container\nnone\n@@sdv-vm\nnone\n"),
-            (Host, "none".into())
-        );
+        assert_eq!(role_kind("@@sdv\ndocker\n"), (Container, "docker".into()));
+        assert_eq!(role_kind("@@sdv\nwsl\n"), (Container, "wsl".into()));
+        assert_eq!(role_kind("@@sdv\nmicrosoft\n"), (Vm, "microsoft".into()));
+        assert_eq!(role_kind("@@sdv\nnone\n"), (Host, "none".into()));
     }
 
     #[test]
@@ -363,6 +364,6 @@ mod tests {
     #[test]
     fn junk() {
         assert!(parse("").is_err());
-        assert!(parse("@@sdv-container\nBAD WORD\n@@sdv-vm\n").is_ok());
+        assert_eq!(role_kind("@@sdv\nBAD WORD\n"), (Host, "none".into()));
     }
 }
