@@ -389,6 +389,15 @@ mod tests {
         assert_eq!(p.recent[0].installed_at, Some(1_714_000_500));
         assert_eq!(p.recent[1].name, "kernel-core");
         assert_eq!(p.recent[1].version, "5.14.0-427.13.1.el9_4");
+        // Epochs as `rpm -q --qf '%{EPOCH}:…'` shows them (RHEL 9's own).
+        let version = |n: &str| {
+            p.recent
+                .iter()
+                .find(|x| x.name == n)
+                .map(|x| x.version.as_str())
+        };
+        assert_eq!(version("openssl-libs"), Some("1:3.0.7-27.el9"));
+        assert_eq!(version("shadow-utils"), Some("2:4.9-8.el9"));
     }
 
     #[test]
@@ -426,9 +435,12 @@ mod tests {
         ))
         .expect("parses");
         assert_eq!(p.manager, "pkg");
-        assert_eq!(p.count, 7);
-        assert_eq!(p.recent[0].name, "sudo");
-        assert_eq!(p.recent[0].version, "1.9.15p5_4");
+        assert_eq!(p.count, 8);
+        // pkg's epoch is the `,N` suffix.
+        assert_eq!(p.recent[0].name, "jpeg-turbo");
+        assert_eq!(p.recent[0].version, "3.0.3,1");
+        assert_eq!(p.recent[1].name, "sudo");
+        assert_eq!(p.recent[1].version, "1.9.15p5_4");
     }
 
     #[test]
