@@ -190,7 +190,7 @@ pub static STEPS: [Step; 13] = [
 ];
 
 /// The weight of connecting and logging in, as the first pseudo-step.
-const CONNECT_WEIGHT: u32 = 10;
+pub const CONNECT_WEIGHT: u32 = 10;
 pub const CONNECT_STEP: &str = "connect";
 
 /// The steps of a scan type.
