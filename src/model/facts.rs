@@ -98,7 +98,7 @@ pub struct Package {
 #[serde(default)]
 pub struct Process {
     pub pid: i32,
-    /// The account name of the process's real uid; the uid in decimal where
+    /// The account name of the process's effective uid; the uid in decimal where
     /// the host has no name for it; "" where neither can be known (a busybox
     /// `ps` cut the name and no account matches). Never a cut name.
     pub user: String,

@@ -6,8 +6,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use super::{ParseError, lines, named_sections, parse_u64, truncate_chars};
 use crate::model::facts::ListeningSocket;
 
-/// Prints the first that works: `@@ss` (`ss -Htulnp`, or `ss -tulnp` where
-/// `-H` is unknown), `@@sockstat` (FreeBSD `sockstat -46l`), `@@netstat`
+/// Prints the first that works: `@@ss` (`ss -Htulnp`), `@@ss-old` (`ss
+/// -tulnp`, iproute2 before 4.13 has no `-H`: there `*` is IPv4's any), `@@sockstat` (FreeBSD `sockstat -46l`), `@@netstat`
 /// (Linux `netstat -tulnp`, busybox included; `-tuln` without `-p`),
 /// `@@netstat-bsd` (macOS/OpenBSD `netstat -an`, TCP and UDP lines only),
 /// else `@@proc-net-tcp`, `@@proc-net-tcp6`, `@@proc-net-udp`,
@@ -15,12 +15,15 @@ use crate::model::facts::ListeningSocket;
 /// none could be read.
 pub const SCRIPT: &str = r#"PATH="${PATH:-/usr/bin:/bin}:/usr/sbin:/sbin:/usr/local/sbin"; export PATH
 if command -v ss >/dev/null 2>&1; then
-  if out=$(ss -Htulnp 2>/dev/null </dev/null) || out=$(ss -tulnp 2>/dev/null </dev/null); then
-    if [ -n "$out" ]; then
-      echo @@ss
-      printf '%s\n' "$out" | head -n 20000
-      exit 0
-    fi
+  if out=$(ss -Htulnp 2>/dev/null </dev/null) && [ -n "$out" ]; then
+    echo @@ss
+    printf '%s\n' "$out" | head -n 20000
+    exit 0
+  fi
+  if out=$(ss -tulnp 2>/dev/null </dev/null) && [ -n "$out" ]; then
+    echo @@ss-old
+    printf '%s\n' "$out" | head -n 20000
+    exit 0
   fi
 fi
 if [ "$(uname -s 2>/dev/null)" = FreeBSD ] && command -v sockstat >/dev/null 2>&1 &&
@@ -66,7 +69,8 @@ pub fn parse(stdout: &str) -> Result<Vec<ListeningSocket>, ParseError> {
     let mut any = false;
     for (name, body) in &secs {
         let rows: Vec<ListeningSocket> = match *name {
-            "ss" => lines(body).filter_map(ss_row).collect(),
+            "ss" => lines(body).filter_map(|l| ss_row(l, "inet6")).collect(),
+            "ss-old" => lines(body).filter_map(|l| ss_row(l, "inet")).collect(),
             "sockstat" => lines(body).filter_map(sockstat_row).collect(),
             "netstat" => lines(body).filter_map(netstat_row).collect(),
             "netstat-bsd" => lines(body).filter_map(netstat_bsd_row).collect(),
@@ -158,8 +162,9 @@ fn host_port(s: &str) -> Option<(&str, u32)> {
 }
 
 /// `tcp LISTEN 0 128 0.0.0.0:22 0.0.0.0:* users:(("sshd",pid=812,fd=3))`.
-/// ss prints `*` for a dual-stack IPv6 socket and `[::]` for a v6-only one.
-fn ss_row(line: &str) -> Option<ListeningSocket> {
+/// Current ss prints `*` for a dual-stack IPv6 socket and `[::]` for a
+/// v6-only one; old ss (EL7's 3.10) `*` for IPv4's any and `:::22` for IPv6.
+fn ss_row(line: &str, star: &str) -> Option<ListeningSocket> {
     let toks: Vec<&str> = line.split_whitespace().collect();
     let protocol = match *toks.first()? {
         "tcp" if *toks.get(1)? == "LISTEN" => "tcp",
@@ -167,7 +172,7 @@ fn ss_row(line: &str) -> Option<ListeningSocket> {
         _ => return None,
     };
     let (a, p) = host_port(toks.get(4)?)?;
-    let (address, family) = addr(a, "inet6")?;
+    let (address, family) = addr(a, star)?;
     let mut s = socket(protocol, family, address, p);
     if let Some(users) = toks.get(6..).map(|t| t.join(" "))
         && let Some(first) = users.split("((").nth(1)
@@ -365,6 +370,24 @@ mod tests {
             find(&v, "tcp", "inet6", 8080).local_address,
             "::ffff:127.0.0.1"
         );
+    }
+
+    /// EL7's ss 3.10: no `-H`, `*` is IPv4's any, IPv6 without brackets.
+    #[test]
+    fn old_ss_documented() {
+        let v = parse(include_str!(
+            "../../../tests/fixtures/centos7/listening_sockets.documented.txt"
+        ))
+        .expect("parses");
+        let ssh4 = find(&v, "tcp", "inet", 22);
+        assert_eq!(
+            (ssh4.local_address.as_str(), ssh4.pid),
+            ("0.0.0.0", Some(1088))
+        );
+        assert_eq!(find(&v, "tcp", "inet6", 22).local_address, "::");
+        assert_eq!(find(&v, "udp", "inet", 323).process, "chronyd");
+        assert_eq!(find(&v, "udp", "inet6", 323).local_address, "::1");
+        assert_eq!(v.len(), 6);
     }
 
     #[test]

@@ -18,6 +18,8 @@ use crate::model::facts::Process;
 /// - `@@ps-busybox` (`ps -o pid,user,rss,args`) or `@@ps-plain` (a `ps` that
 ///   takes no options: `PID USER [VSZ STAT|TIME] COMMAND`), plus `@@memtotal`.
 ///
+/// The uid is the effective one everywhere (`ps`'s `uid`, the second id on
+/// the `Uid:` line of `/proc/PID/status`), as `ps`'s `USER` column shows.
 /// Each ends with `@@passwd`: `name:uid` lines, from `getent passwd` for the
 /// uids shown (the accounts NSS knows) or else `/etc/passwd`. Names come from
 /// there, never from `ps`'s user column, which procps cuts to 8 characters
@@ -48,7 +50,7 @@ if [ -r /proc/self/status ] && top=$(cat /proc/[0-9]*/status 2>/dev/null </dev/n
     function emit() { if (pid != "" && uid != "") print pid, uid, rss + 0, name }
     /^Name:/ { emit(); name = substr($0, 7); pid = ""; uid = ""; rss = 0 }
     /^Pid:/ { pid = $2 }
-    /^Uid:/ { uid = $2 }
+    /^Uid:/ { uid = $3 }
     /^VmRSS:/ { rss = $2 }
     END { emit() }
   ' | sort -k3,3nr -k1,1n | head -n 40) && [ -n "$top" ]; then
