@@ -132,30 +132,24 @@ pub fn parse(stdout: &str) -> Result<Vec<Process>, ParseError> {
         .iter()
         .find(|(n, _)| matches!(*n, "ps-gnu" | "ps-bsd" | "ps-busybox" | "ps-plain"))
     {
-        let Some(rows) = table_rows(body, memtotal_kib) else {
-            return Err(ParseError::new("no ps header or rows"));
-        };
-        rows.into_iter()
-            .map(|mut r| {
-                r.process.user = match (r.uid, r.user.take()) {
-                    (Some(uid), _) => accounts.name(uid),
-                    (None, Some(user)) if matches!(*kind, "ps-busybox" | "ps-plain") => {
-                        accounts.busybox_name(&user)
-                    }
-                    (None, Some(user)) => accounts.checked_name(&user),
-                    (None, None) => String::new(),
-                };
-                r
-            })
-            .collect()
+        let mut rows = table_rows(body, memtotal_kib)
+            .ok_or_else(|| ParseError::new("no ps header or rows"))?;
+        // A user column without uids: busybox cuts names silently, procps with `+`.
+        let busybox = matches!(*kind, "ps-busybox" | "ps-plain");
+        for r in rows.iter_mut().filter(|r| r.uid.is_none()) {
+            r.process.user = match r.user.take() {
+                Some(user) if busybox => accounts.busybox_name(&user),
+                Some(user) => accounts.checked_name(&user),
+                None => String::new(),
+            };
+        }
+        rows
     } else {
         return Err(ParseError::new("no ps or /proc output"));
     };
-    if get("proc").is_some() {
-        for r in &mut rows {
-            if let Some(uid) = r.uid {
-                r.process.user = accounts.name(uid);
-            }
+    for r in &mut rows {
+        if let Some(uid) = r.uid {
+            r.process.user = accounts.name(uid);
         }
     }
     rows.retain(|r| !own(&r.process.command));
