@@ -9,3 +9,4 @@ mod engine;
 mod faults;
 mod reach;
 mod store;
+mod userlands;

@@ -142,6 +142,15 @@ pub struct Sshd {
 
 static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
+/// A value for `HOSTSCAN_TEST_SSHD` no other sshd of any test process has.
+fn next_marker() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
 /// Processes whose environment holds `HOSTSCAN_TEST_SSHD=<marker>`.
 fn marked_processes(marker: &str) -> Vec<u32> {
     let wanted = format!("HOSTSCAN_TEST_SSHD={marker}");
@@ -256,11 +265,7 @@ impl Sshd {
             host = host_key.display(),
             auth = authorized.display(),
         );
-        let marker = format!(
-            "{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        );
+        let marker = next_marker();
         // Sessions get a HOME of their own: the login user's start-up files
         // (root's .bashrc here runs `pyenv init`, whose rehash lock outlives
         // a killed shell and then stalls every login for a minute) are this
@@ -307,26 +312,7 @@ impl Sshd {
             }
         };
         match &options.netns {
-            // Ready when it sends its banner.
-            None => {
-                eventually(
-                    "sshd to send its banner",
-                    Duration::from_secs(20),
-                    || async move {
-                        tokio::task::spawn_blocking(move || {
-                            let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-                            s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-                            let mut buf = [0u8; 7];
-                            s.read_exact(&mut buf).ok()?;
-                            (&buf == b"SSH-2.0").then_some(())
-                        })
-                        .await
-                        .ok()
-                        .flatten()
-                    },
-                )
-                .await
-            }
+            None => wait_for_banner(port).await,
             // Ready when ssh-keyscan, inside the namespace, gets its key.
             Some(n) => {
                 let ns = n.ns.clone();
@@ -402,6 +388,136 @@ impl Sshd {
             fields.next().unwrap_or_default(),
             fields.next().unwrap_or_default()
         )
+    }
+}
+
+/// Waits until something on 127.0.0.1:`port` sends an SSH banner.
+async fn wait_for_banner(port: u16) {
+    eventually(
+        "sshd to send its banner",
+        Duration::from_secs(20),
+        || async move {
+            tokio::task::spawn_blocking(move || {
+                let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+                s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+                let mut buf = [0u8; 7];
+                s.read_exact(&mut buf).ok()?;
+                (&buf == b"SSH-2.0").then_some(())
+            })
+            .await
+            .ok()
+            .flatten()
+        },
+    )
+    .await;
+}
+
+/// Where an sshd in its own mount namespace runs.
+pub enum Root<'a> {
+    /// This machine's `/`, changed only by the setup's mounts.
+    Host,
+    /// A Debian tree (debootstrap): its own `/usr/sbin/sshd` runs chrooted
+    /// there, with `/proc`, `/dev`, `/sys` and a fresh tmpfs `/run`.
+    Chroot(&'a Path),
+}
+
+impl Sshd {
+    /// An sshd in a private mount namespace (`unshare --mount`), logging in
+    /// as root. `setup` is a constant-shaped sh fragment of the test's own
+    /// (bind mounts of its temp dirs, files under `/run`) run there first;
+    /// its mounts vanish with the namespace when the sshd and its sessions
+    /// end. Needs root.
+    pub async fn start_namespaced(keys: &Keys, root: Root<'_>, setup: &str) -> Self {
+        assert!(
+            is_root(),
+            "namespaced sshd needs root (unshare --mount, chroot)"
+        );
+        let tree = match root {
+            Root::Host => PathBuf::from("/"),
+            Root::Chroot(t) => t.to_path_buf(),
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("hostscan-nssshd-")
+            .tempdir_in(tree.join("tmp"))
+            .expect("temp dir in the tree");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        // Paths as the sshd sees them.
+        let inside = Path::new("/").join(dir.path().strip_prefix(&tree).expect("under the tree"));
+        let host_key = dir.path().join("host_ed25519");
+        std::fs::copy(&keys.host, &host_key).expect("copy host key");
+        std::fs::set_permissions(&host_key, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod host key");
+        std::fs::copy(
+            keys.host.with_extension("pub"),
+            host_key.with_extension("pub"),
+        )
+        .expect("copy host pub");
+        std::fs::copy(
+            keys.client.with_extension("pub"),
+            dir.path().join("authorized_keys"),
+        )
+        .expect("authorized_keys");
+        let port = free_port();
+        let marker = next_marker();
+        let config = format!(
+            "Port {port}\n\
+             ListenAddress 127.0.0.1\n\
+             HostKey {inside}/host_ed25519\n\
+             AuthorizedKeysFile {inside}/authorized_keys\n\
+             PidFile none\n\
+             StrictModes no\n\
+             UsePAM no\n\
+             PasswordAuthentication no\n\
+             KbdInteractiveAuthentication no\n\
+             PubkeyAuthentication yes\n\
+             PermitRootLogin prohibit-password\n\
+             MaxSessions 10\n\
+             LogLevel FATAL\n\
+             SetEnv HOSTSCAN_TEST_SSHD={marker}\n",
+            inside = inside.display(),
+        );
+        std::fs::write(dir.path().join("sshd_config"), config).expect("sshd_config");
+        let (mounts, exec) = match root {
+            Root::Host => (
+                "mkdir -p /run/sshd".to_string(),
+                String::from("/usr/sbin/sshd"),
+            ),
+            Root::Chroot(t) => (
+                format!(
+                    "mount -t proc proc {t}/proc && mount --rbind /dev {t}/dev && \
+                     mount --rbind /sys {t}/sys && mount -t tmpfs tmpfs {t}/run && \
+                     mkdir -p {t}/run/sshd",
+                    t = t.display()
+                ),
+                format!("chroot {} /usr/sbin/sshd", t.display()),
+            ),
+        };
+        let script = format!(
+            "set -e\n{mounts}\n{setup}\nexec {exec} -D -e -f {inside}/sshd_config\n",
+            inside = inside.display()
+        );
+        let script_path = dir.path().join("start.sh");
+        std::fs::write(&script_path, script).expect("start script");
+        let process = Tied::spawn(
+            "namespaced sshd",
+            &format!(
+                "unshare --mount --propagation private sh {}",
+                script_path.display()
+            ),
+            "TERM",
+            "",
+        );
+        wait_for_banner(port).await;
+        Self {
+            host: "127.0.0.1".into(),
+            port,
+            user: "root".into(),
+            host_key,
+            marker,
+            _dir: dir,
+            process,
+        }
     }
 }
 
