@@ -268,6 +268,7 @@ fn request(port: u16, scan_type: ScanType) -> pb::StartScanRequest {
         username: String::new(),
         scan_type: pb::ScanType::from(scan_type) as i32,
         request_id: String::new(),
+        proxy_jump: String::new(),
     }
 }
 

@@ -10,7 +10,9 @@ use std::time::Duration;
 use crate::api::ApiKeys;
 use crate::net::TlsFiles;
 use crate::scan::Limits;
-use crate::ssh::{ClientKey, HostKeyPolicy};
+use crate::ssh::auth::{Keyring, Passphrase, Secret};
+use crate::ssh::config::{ConfigKind, Local, Query, SshConfig};
+use crate::ssh::{Agent, ClientKey, HostKeyPolicy};
 use crate::store::Database;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -98,6 +100,21 @@ pub struct ServeArgs {
     /// each host's newest completed scan. Default: keep everything.
     #[arg(long, env = "HOSTSCAN_RETENTION", value_parser = parse_age)]
     pub retention: Option<Duration>,
+
+    // --- Reaching hosts: OpenSSH client configuration, agent, encrypted keys.
+    /// OpenSSH client configuration (the ssh_config(5) subset hostscan
+    /// uses): host aliases, users, ports, jump hosts and keys per host
+    /// pattern. Not read unless given.
+    #[arg(long, env = "HOSTSCAN_SSH_CONFIG")]
+    pub ssh_config: Option<PathBuf>,
+    /// ssh-agent socket whose keys and certificates are offered. The server
+    /// never reads SSH_AUTH_SOCK by itself.
+    #[arg(long, env = "HOSTSCAN_SSH_AUTH_SOCK")]
+    pub ssh_auth_sock: Option<PathBuf>,
+    /// File whose first line is the passphrase of encrypted key files
+    /// (--ssh-key and the configuration's IdentityFile).
+    #[arg(long, env = "HOSTSCAN_SSH_KEY_PASSPHRASE_FILE")]
+    pub ssh_key_passphrase_file: Option<PathBuf>,
 
     // The gRPC port in production: TLS, connection limits, start-up, metrics.
     /// PEM certificate chain (leaf first) for TLS on the gRPC port; needs
@@ -204,7 +221,12 @@ impl DatabaseArgs {
 pub struct Config {
     pub listen: SocketAddr,
     pub database: Database,
-    pub keys: Arc<[ClientKey]>,
+    /// `--ssh-key` files, loaded into `keyring` at start-up.
+    pub ssh_keys: Vec<PathBuf>,
+    /// Decrypted keys, by file.
+    pub keyring: Arc<Keyring>,
+    pub ssh_config: Option<Arc<SshConfig>>,
+    pub agent: Option<Agent>,
     pub ssh_user: String,
     pub ssh_port: u16,
     pub known_hosts: Option<PathBuf>,
@@ -235,7 +257,10 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("listen", &self.listen)
             .field("database", &self.database.display())
-            .field("keys", &self.keys)
+            .field("ssh_keys", &self.ssh_keys)
+            .field("keyring", &self.keyring)
+            .field("ssh_config", &self.ssh_config.as_ref().map(|c| &c.sources))
+            .field("agent", &self.agent)
             .field("ssh_user", &self.ssh_user)
             .field("ssh_port", &self.ssh_port)
             .field("known_hosts", &self.known_hosts)
@@ -303,6 +328,103 @@ pub fn load_keys(
         .iter()
         .map(|p| ClientKey::load(p).map_err(|e| err(setting, e.to_string())))
         .collect()
+}
+
+const SSH_KEY: &str = "--ssh-key/HOSTSCAN_SSH_KEY";
+const SSH_CONFIG: &str = "--ssh-config/HOSTSCAN_SSH_CONFIG";
+const SSH_AUTH_SOCK: &str = "--ssh-auth-sock/HOSTSCAN_SSH_AUTH_SOCK";
+const SSH_KEY_PASSPHRASE_FILE: &str = "--ssh-key-passphrase-file/HOSTSCAN_SSH_KEY_PASSPHRASE_FILE";
+
+/// The service's SSH identities: agent, passphrase, configuration, and
+/// every key file it names, loaded and decrypted now, so that start-up
+/// fails (naming the setting) rather than a scan later.
+struct SshSetup {
+    ssh_keys: Vec<PathBuf>,
+    keyring: Arc<Keyring>,
+    ssh_config: Option<Arc<SshConfig>>,
+    agent: Option<Agent>,
+}
+
+impl SshSetup {
+    fn load(args: &ServeArgs) -> Result<Self, ConfigError> {
+        let agent = args.ssh_auth_sock.as_ref().map(Agent::new);
+        let agent_keys = match &agent {
+            Some(a) => a
+                .identities_blocking(std::time::Duration::from_secs(5))
+                .map_err(|e| err(SSH_AUTH_SOCK, e))?,
+            None => Vec::new(),
+        };
+        let secret = match &args.ssh_key_passphrase_file {
+            Some(p) => Some(Secret::from_file(p).map_err(|e| err(SSH_KEY_PASSPHRASE_FILE, e))?),
+            None => None,
+        };
+        let keyring = Arc::new(Keyring::new(
+            Passphrase {
+                secret,
+                prompt: false,
+                setting: "--ssh-key-passphrase-file (HOSTSCAN_SSH_KEY_PASSPHRASE_FILE)",
+            },
+            agent_keys,
+        ));
+        let local = Local::from_env();
+        let ssh_config = match &args.ssh_config {
+            Some(p) => Some(Arc::new(
+                SshConfig::load(p, ConfigKind::User, &local)
+                    .map_err(|e| err(SSH_CONFIG, e.to_string()))?,
+            )),
+            None => None,
+        };
+        let ssh_keys = if args.ssh_keys.is_empty() {
+            default_identities()
+        } else {
+            args.ssh_keys.clone()
+        };
+        if ssh_keys.is_empty() && agent.is_none() && ssh_config.is_none() {
+            return Err(err(
+                SSH_KEY,
+                "no SSH key given and none of ~/.ssh/id_ed25519, id_ecdsa, id_rsa exists (or give --ssh-auth-sock or --ssh-config)",
+            ));
+        }
+        for path in &ssh_keys {
+            keyring.get(path).map_err(|e| err(SSH_KEY, e.to_string()))?;
+        }
+        if let Some(config) = &ssh_config {
+            for path in config.static_key_files(&local) {
+                if path.exists() {
+                    keyring
+                        .get(&path)
+                        .map_err(|e| err(SSH_CONFIG, format!("IdentityFile {e}")))?;
+                } else {
+                    tracing::warn!(key = %path.display(), "IdentityFile in --ssh-config does not exist; hosts that name it will not be offered it");
+                }
+            }
+        }
+        Ok(Self {
+            ssh_keys,
+            keyring,
+            ssh_config,
+            agent,
+        })
+    }
+}
+
+impl Config {
+    /// Users and ports the `--ssh-config` file gives per host, for
+    /// StartScan requests that name none.
+    pub fn per_host_defaults(&self) -> Option<Arc<crate::api::PerHost>> {
+        let config = self.ssh_config.clone()?;
+        let local = Local::from_env();
+        Some(Arc::new(move |host: &str| {
+            let c = config.resolve(
+                &Query {
+                    host,
+                    ..Default::default()
+                },
+                &local,
+            );
+            (c.user, c.port)
+        }))
+    }
 }
 
 fn secs(setting: &'static str, value: u64, min: u64, max: u64) -> Result<Duration, ConfigError> {
@@ -398,6 +520,7 @@ impl ServeArgs {
                 "must be 2-1000",
             ));
         }
+        let ssh = SshSetup::load(&self)?;
         let ssh_user = self.ssh_user.unwrap_or_else(local_user);
         if crate::api::validate_username(&ssh_user).is_err() {
             return Err(err(
@@ -443,7 +566,10 @@ impl ServeArgs {
         Ok(Config {
             listen: self.listen,
             database,
-            keys: load_keys(&self.ssh_keys, "--ssh-key/HOSTSCAN_SSH_KEY")?,
+            ssh_keys: ssh.ssh_keys,
+            keyring: ssh.keyring,
+            ssh_config: ssh.ssh_config,
+            agent: ssh.agent,
             ssh_user,
             ssh_port: self.ssh_port,
             known_hosts: self.known_hosts,

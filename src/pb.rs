@@ -182,6 +182,7 @@ impl From<&model::Scan> for Scan {
             error: s.error.as_ref().map(ScanError::from),
             request_id: s.request_id.clone().unwrap_or_default(),
             sequence: s.sequence,
+            proxy_jump: s.proxy_jump.clone(),
         }
     }
 }
@@ -317,6 +318,65 @@ impl From<&facts::ScanResults> for ScanResults {
                     message: e.message.clone(),
                 })
                 .collect(),
+            cpu: r.cpu.as_ref().map(|c| Cpu {
+                model_name: c.model_name.clone(),
+                logical_cpus: c.logical_cpus,
+                sockets: c.sockets,
+                cores_per_socket: c.cores_per_socket,
+                threads_per_core: c.threads_per_core,
+            }),
+            virtualization: r.virtualization.as_ref().map(|v| Virtualization {
+                role: VirtualizationRole::from(v.role) as i32,
+                r#type: v.kind.clone(),
+                source: v.source.clone(),
+            }),
+            timezone: r.timezone.as_ref().map(|t| Timezone {
+                name: t.name.clone(),
+                utc_offset_seconds: t.utc_offset_seconds,
+                abbreviation: t.abbreviation.clone(),
+                source: t.source.clone(),
+            }),
+            listening_sockets: r
+                .listening_sockets
+                .iter()
+                .map(|s| ListeningSocket {
+                    protocol: s.protocol.clone(),
+                    family: s.family.clone(),
+                    local_address: s.local_address.clone(),
+                    port: s.port,
+                    pid: s.pid.unwrap_or(0),
+                    process: s.process.clone(),
+                })
+                .collect(),
+            reboot_required: r.reboot_required.as_ref().map(|b| RebootRequired {
+                status: RebootStatus::from(b.status) as i32,
+                reasons: b.reasons.clone(),
+                packages: b.packages.clone(),
+                running_kernel: b.running_kernel.clone(),
+                newest_kernel: b.newest_kernel.clone(),
+            }),
+        }
+    }
+}
+
+impl From<facts::VirtualizationRole> for VirtualizationRole {
+    fn from(r: facts::VirtualizationRole) -> Self {
+        match r {
+            facts::VirtualizationRole::Unspecified => Self::Unspecified,
+            facts::VirtualizationRole::Host => Self::Host,
+            facts::VirtualizationRole::Vm => Self::Vm,
+            facts::VirtualizationRole::Container => Self::Container,
+        }
+    }
+}
+
+impl From<facts::RebootStatus> for RebootStatus {
+    fn from(s: facts::RebootStatus) -> Self {
+        match s {
+            facts::RebootStatus::Unspecified => Self::Unspecified,
+            facts::RebootStatus::Unknown => Self::Unknown,
+            facts::RebootStatus::NotRequired => Self::NotRequired,
+            facts::RebootStatus::Required => Self::Required,
         }
     }
 }
@@ -346,5 +406,56 @@ mod tests {
             json.contains("\"createdAt\": \"1970-01-01T00:00:00Z\""),
             "{json}"
         );
+    }
+
+    #[test]
+    fn new_facts_map_to_proto_and_json() {
+        let results = facts::ScanResults {
+            virtualization: Some(facts::Virtualization {
+                role: facts::VirtualizationRole::Container,
+                kind: "docker".into(),
+                source: "dockerenv".into(),
+            }),
+            reboot_required: Some(facts::RebootRequired {
+                status: facts::RebootStatus::Unknown,
+                ..Default::default()
+            }),
+            listening_sockets: vec![facts::ListeningSocket {
+                protocol: "tcp".into(),
+                family: "inet".into(),
+                local_address: "127.0.0.1".into(),
+                port: 5432,
+                pid: Some(2211),
+                process: "postgres".into(),
+            }],
+            timezone: Some(facts::Timezone {
+                name: "Etc/UTC".into(),
+                ..Default::default()
+            }),
+            cpu: Some(facts::Cpu {
+                logical_cpus: 2,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let json = to_json(&ScanResults::from(&results), "hostscan.v1.ScanResults");
+        for want in [
+            "\"role\": \"VIRTUALIZATION_ROLE_CONTAINER\"",
+            "\"type\": \"docker\"",
+            "\"status\": \"REBOOT_STATUS_UNKNOWN\"",
+            "\"localAddress\": \"127.0.0.1\"",
+            "\"pid\": 2211",
+            "\"logicalCpus\": 2",
+            "\"name\": \"Etc/UTC\"",
+        ] {
+            assert!(json.contains(want), "missing {want} in {json}");
+        }
+        // Results stored before these facts existed still load.
+        let old: facts::ScanResults =
+            serde_json::from_str(r#"{"hostname":"h","step_errors":[]}"#).expect("old JSON");
+        assert!(old.cpu.is_none() && old.listening_sockets.is_empty());
+        let round: facts::ScanResults =
+            serde_json::from_str(&serde_json::to_string(&results).expect("json")).expect("back");
+        assert_eq!(round, results);
     }
 }

@@ -226,7 +226,10 @@ pub async fn run(
         hub.clone(),
         Settings {
             workers: config.workers,
-            keys: config.keys.clone(),
+            ssh_keys: config.ssh_keys.clone(),
+            keyring: config.keyring.clone(),
+            ssh_config: config.ssh_config.clone(),
+            agent: config.agent.clone(),
             known_hosts: config.known_hosts.clone(),
             host_key_policy: config.host_key_policy,
             connect_timeout: config.connect_timeout,
@@ -270,6 +273,7 @@ pub async fn run(
         Defaults {
             port: config.ssh_port,
             username: config.ssh_user.clone(),
+            per_host: config.per_host_defaults(),
         },
         config.watch_heartbeat,
         streams_stop.clone(),

@@ -42,6 +42,11 @@ pub fn validate_hostname(name: &str) -> Result<String, Invalid> {
     validate::hostname(name)
 }
 
+/// Checks a `proxy_jump` as StartScan does; the value as stored.
+pub fn validate_proxy_jump(value: &str) -> Result<String, Invalid> {
+    validate::proxy_jump(value)
+}
+
 /// Checks a user name as StartScan would (for configuration defaults).
 pub fn validate_username(name: &str) -> Result<String, Invalid> {
     validate::username(name, "")
@@ -73,10 +78,38 @@ fn not_found(id: i64) -> Status {
 }
 
 /// Defaults applied to StartScan requests.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Defaults {
     pub port: u16,
     pub username: String,
+    /// Per-host user and port (from the server's ssh_config), which win
+    /// over `port` and `username` for the hosts they name.
+    pub per_host: Option<Arc<PerHost>>,
+}
+
+/// A host's configured user and port, if any.
+pub type PerHost = dyn Fn(&str) -> (Option<String>, Option<u16>) + Send + Sync;
+
+impl std::fmt::Debug for Defaults {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Defaults")
+            .field("port", &self.port)
+            .field("username", &self.username)
+            .field("per_host", &self.per_host.is_some())
+            .finish()
+    }
+}
+
+impl Defaults {
+    /// The defaults for `host`.
+    fn for_host(&self, host: &str) -> Defaults {
+        let (user, port) = self.per_host.as_ref().map_or((None, None), |f| f(host));
+        Defaults {
+            port: port.unwrap_or(self.port),
+            username: user.unwrap_or_else(|| self.username.clone()),
+            per_host: None,
+        }
+    }
 }
 
 /// The ScanService implementation.
@@ -128,10 +161,13 @@ impl ScanService for ScanApi {
         request: Request<pb::StartScanRequest>,
     ) -> Result<Response<pb::Scan>, Status> {
         let r = request.into_inner();
+        let hostname = validate::hostname(&r.hostname)?;
+        let defaults = self.defaults.for_host(&hostname);
         let new = NewScan {
-            hostname: validate::hostname(&r.hostname)?,
-            port: validate::port(r.port, self.defaults.port)?,
-            username: validate::username(&r.username, &self.defaults.username)?,
+            port: validate::port(r.port, defaults.port)?,
+            username: validate::username(&r.username, &defaults.username)?,
+            proxy_jump: validate::proxy_jump(&r.proxy_jump)?,
+            hostname,
             scan_type: pb::ScanType::try_from(r.scan_type)
                 .ok()
                 .and_then(pb::ScanType::to_model)

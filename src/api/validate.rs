@@ -132,6 +132,109 @@ pub fn request_id(value: &str) -> Result<Option<String>, Invalid> {
     Ok(Some(value.to_string()))
 }
 
+/// Most jump hosts in a `proxy_jump`.
+pub const MAX_JUMP_HOSTS: usize = 8;
+
+/// OpenSSH ProxyJump syntax: `[user@]host[:port]`, comma-separated, at most
+/// `MAX_JUMP_HOSTS`; each host a DNS name or an IP literal (IPv6 as
+/// `[addr]` or `[addr]:port`); or `none`. "" means none given. Returns the
+/// normalized list (lower-case names, no spaces).
+pub fn proxy_jump(value: &str) -> Result<String, Invalid> {
+    const FIELD: &str = "proxy_jump";
+    if value.is_empty() {
+        return Ok(String::new());
+    }
+    if value.len() > 2048 {
+        return Err(invalid(
+            FIELD,
+            format!("is {} bytes long; the limit is 2048", value.len()),
+        ));
+    }
+    if value.trim().eq_ignore_ascii_case("none") {
+        return Ok("none".into());
+    }
+    let hops: Vec<&str> = value.split(',').collect();
+    if hops.len() > MAX_JUMP_HOSTS {
+        return Err(invalid(
+            FIELD,
+            format!(
+                "has {} jump hosts; the limit is {MAX_JUMP_HOSTS}",
+                hops.len()
+            ),
+        ));
+    }
+    let mut out = Vec::with_capacity(hops.len());
+    for (i, raw) in hops.iter().enumerate() {
+        let hop = raw.trim();
+        let bad =
+            |why: String| invalid(FIELD, format!("jump host {} ({}) {why}", i + 1, shown(hop)));
+        if hop.is_empty() {
+            return Err(bad("is empty".into()));
+        }
+        let (user, rest) = match hop.rsplit_once('@') {
+            Some((u, r)) => (Some(u), r),
+            None => (None, hop),
+        };
+        let user = match user {
+            Some(u) => Some(
+                username(u, "")
+                    .ok()
+                    .filter(|u| !u.is_empty())
+                    .ok_or_else(|| bad("has a bad user name".into()))?,
+            ),
+            None => None,
+        };
+        let (host, port) = if let Some(inner) = rest.strip_prefix('[') {
+            let (addr, after) = inner
+                .split_once(']')
+                .ok_or_else(|| bad("has '[' without ']'".into()))?;
+            if addr.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(bad(
+                    "has brackets around something that is not an IPv6 address".into(),
+                ));
+            }
+            let port = match after {
+                "" => None,
+                p => Some(
+                    p.strip_prefix(':')
+                        .ok_or_else(|| bad("has text after ']' that is not :port".into()))?,
+                ),
+            };
+            (format!("[{addr}]"), port)
+        } else {
+            let (h, p) = match rest.split_once(':') {
+                Some((h, p)) if !p.contains(':') => (h, Some(p)),
+                Some(_) => {
+                    return Err(bad(
+                        "is an IPv6 address without brackets; write [address]:port".into(),
+                    ));
+                }
+                None => (rest, None),
+            };
+            let h = hostname(h).map_err(|e| bad(e.message))?;
+            (h, p)
+        };
+        let port = match port {
+            None => None,
+            Some(p) => match p.parse::<u16>() {
+                Ok(n) if n > 0 => Some(n),
+                _ => return Err(bad(format!("has a bad port {p:?} (1-65535)"))),
+            },
+        };
+        let mut normalized = String::new();
+        if let Some(u) = user {
+            normalized.push_str(&u);
+            normalized.push('@');
+        }
+        normalized.push_str(&host);
+        if let Some(p) = port {
+            normalized.push_str(&format!(":{p}"));
+        }
+        out.push(normalized);
+    }
+    Ok(out.join(","))
+}
+
 pub fn scan_id(value: i64) -> Result<i64, Invalid> {
     if value > 0 {
         Ok(value)
@@ -369,6 +472,54 @@ mod tests {
         let token = encode_host_page_token(9);
         assert_eq!(host_page_token(&token), Ok(Some(9)));
         assert!(host_page_token(&encode_page_token(9)).is_err());
+    }
+
+    #[test]
+    fn proxy_jumps() {
+        assert_eq!(proxy_jump(""), Ok(String::new()));
+        assert_eq!(proxy_jump("NONE"), Ok("none".into()));
+        assert_eq!(
+            proxy_jump("ops@Bastion.example.org:2222, 10.0.2.2,[fe80::1]:22,[::1]"),
+            Ok("ops@bastion.example.org:2222,10.0.2.2,[fe80::1]:22,[::1]".into())
+        );
+        for bad in [
+            "a,,b",
+            "fe80::1",
+            "host:0",
+            "host:70000",
+            "bad host",
+            "$(id)",
+            "a;b",
+            "@host",
+            "-x@host",
+            "[::1",
+            "[not-v6]:22",
+            "[::1]x",
+            "a,b,c,d,e,f,g,h,i",
+        ] {
+            let e = proxy_jump(bad).expect_err(bad);
+            assert_eq!(e.field, "proxy_jump", "{bad}");
+            assert!(e.to_string().starts_with("proxy_jump: "), "{e}");
+        }
+        assert!(
+            proxy_jump("ok,bad:x")
+                .expect_err("bad port")
+                .message
+                .starts_with("jump host 2")
+        );
+        assert!(proxy_jump(&"a,".repeat(1100)).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn proxy_jump_validation_never_panics(value in "(?s).{0,120}") {
+            if let Ok(v) = proxy_jump(&value) {
+                // What passes validation is what the SSH layer accepts.
+                if !v.is_empty() {
+                    proptest::prop_assert!(crate::ssh::jump::parse_proxy_jump(&v).is_ok(), "{v}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -16,12 +16,15 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 
-use crate::config::{load_keys, local_user};
+use crate::config::default_identities;
 use crate::model::{Scan, ScanStatus, ScanType};
 use crate::pb::{self, scan_service_client::ScanServiceClient};
 use crate::scan::{self, Limits};
-use crate::ssh::hostkey::KnownHostsPins;
-use crate::ssh::{ConnectOptions, HostKeyPolicy, HostKeyVerifier, Target};
+use crate::ssh::auth::{Keyring, Passphrase, Secret};
+use crate::ssh::config::{ConfigKind, Local, SshConfig};
+use crate::ssh::hostkey::{KnownHostsPins, PinStore};
+use crate::ssh::route::{Destination, PolicyRule, Router};
+use crate::ssh::{Agent, HostKeyPolicy, HostKeyVerifier};
 
 /// Process exit status of a command.
 pub type Exit = i32;
@@ -36,26 +39,46 @@ fn scan_exit(status: i32) -> Exit {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ProbeArgs {
-    /// Host to scan: a DNS name or IP address, optionally `user@host`.
+    /// Host to scan: a DNS name, an IP address or a `Host` alias of the
+    /// ssh_config, optionally `user@host`.
     pub host: String,
-    /// SSH port.
-    #[arg(long, short, default_value_t = 22)]
-    pub port: u16,
-    /// Remote user (default: the local user).
+    /// SSH port (default: the ssh_config's Port, else 22).
+    #[arg(long, short)]
+    pub port: Option<u16>,
+    /// Remote user (default: the ssh_config's User, else the local user).
     #[arg(long, short)]
     pub user: Option<String>,
-    /// Private key file (repeatable). Default: ~/.ssh/id_ed25519, id_ecdsa, id_rsa.
+    /// Private key file (repeatable); `FILE-cert.pub` beside it is offered
+    /// as its certificate. Default: the ssh_config's IdentityFile, else
+    /// ~/.ssh/id_ed25519, id_ecdsa, id_rsa. Keys in the agent at
+    /// $SSH_AUTH_SOCK are offered first.
     #[arg(long, short = 'i')]
     pub identity: Vec<PathBuf>,
-    /// known_hosts file (default ~/.ssh/known_hosts).
+    /// Jump hosts, OpenSSH ProxyJump syntax: [user@]host[:port][,...], or
+    /// `none`. Overrides the ssh_config's ProxyJump.
+    #[arg(long, short = 'J', value_name = "SPEC")]
+    pub jump: Option<String>,
+    /// OpenSSH client configuration to read, or `none`. Default:
+    /// ~/.ssh/config, then /etc/ssh/ssh_config. Flags win over the file.
+    #[arg(long, short = 'F', value_name = "FILE")]
+    pub ssh_config: Option<PathBuf>,
+    /// File whose first line is the passphrase of encrypted key files.
+    /// Without it probe asks on the terminal, if stdin is one.
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+    /// known_hosts file (default: the ssh_config's UserKnownHostsFile, else
+    /// ~/.ssh/known_hosts).
     #[arg(long)]
     pub known_hosts: Option<PathBuf>,
-    /// strict, tofu (pin unknown hosts in the known_hosts file) or insecure-accept-any.
-    #[arg(long, default_value = "tofu")]
-    pub host_key_policy: HostKeyPolicy,
-    /// Seconds for connect, handshake and login.
-    #[arg(long, default_value_t = 10)]
-    pub connect_timeout: u64,
+    /// strict, tofu (pin unknown hosts in the known_hosts file) or
+    /// insecure-accept-any. Default: the ssh_config's
+    /// StrictHostKeyChecking, else tofu.
+    #[arg(long)]
+    pub host_key_policy: Option<HostKeyPolicy>,
+    /// Seconds for connect, handshake and login, for the whole chain of
+    /// jump hosts (default: the ssh_config's ConnectTimeout, else 10).
+    #[arg(long)]
+    pub connect_timeout: Option<u64>,
     /// Seconds per remote command.
     #[arg(long, default_value_t = 30)]
     pub command_timeout: u64,
@@ -73,6 +96,85 @@ pub struct ProbeArgs {
     pub json: bool,
 }
 
+/// The router `probe` uses: flags first, then the ssh_config, then ssh's
+/// defaults. Fails (before any connection) on a bad config file, an
+/// unreadable key, or an encrypted key without a passphrase.
+fn probe_router(args: &ProbeArgs, local: &Local) -> anyhow::Result<Router> {
+    let config = match &args.ssh_config {
+        Some(p) if p.as_os_str() == "none" => None,
+        Some(p) => Some(
+            SshConfig::load(p, ConfigKind::User, local)
+                .map_err(|e| anyhow::anyhow!("-F/--ssh-config: {e}"))?,
+        ),
+        None => {
+            Some(SshConfig::load_default(local).map_err(|e| anyhow::anyhow!("ssh_config: {e}"))?)
+        }
+    };
+    // As ssh: the agent at $SSH_AUTH_SOCK, if it answers.
+    let agent = std::env::var_os("SSH_AUTH_SOCK")
+        .filter(|s| !s.is_empty())
+        .map(Agent::new);
+    let agent_keys = match &agent {
+        Some(a) => match a.identities_blocking(Duration::from_secs(2)) {
+            Ok(keys) => keys,
+            Err(e) => {
+                tracing::warn!("SSH_AUTH_SOCK: {e}; not using the agent");
+                Vec::new()
+            }
+        },
+        None => Vec::new(),
+    };
+    let secret = match &args.passphrase_file {
+        Some(p) => {
+            Some(Secret::from_file(p).map_err(|e| anyhow::anyhow!("--passphrase-file: {e}"))?)
+        }
+        None => None,
+    };
+    let keyring = std::sync::Arc::new(Keyring::new(
+        Passphrase {
+            prompt: secret.is_none() && std::io::stdin().is_terminal(),
+            secret,
+            setting: "--passphrase-file",
+        },
+        agent_keys,
+    ));
+    for path in &args.identity {
+        keyring
+            .get(path)
+            .map_err(|e| anyhow::anyhow!("--identity: {e}"))?;
+    }
+    let known_hosts = args
+        .known_hosts
+        .clone()
+        .unwrap_or_else(|| local.home.join(".ssh").join("known_hosts"));
+    Ok(Router {
+        config: config.map(std::sync::Arc::new),
+        local: local.clone(),
+        keyring,
+        identities: args.identity.clone(),
+        default_identities: default_identities(),
+        agent,
+        verifier: HostKeyVerifier {
+            policy: args.host_key_policy.unwrap_or_default(),
+            pins: Some(
+                std::sync::Arc::new(KnownHostsPins::new(known_hosts.clone()))
+                    as std::sync::Arc<dyn PinStore>,
+            ),
+            known_hosts: Some(known_hosts),
+        },
+        policy_rule: match args.host_key_policy {
+            Some(_) => PolicyRule::Caller,
+            None => PolicyRule::Config,
+        },
+        known_hosts_explicit: args.known_hosts.is_some(),
+        pins_follow_known_hosts: true,
+        connect_timeout: Duration::from_secs(args.connect_timeout.unwrap_or(10).max(1)),
+        connect_timeout_explicit: args.connect_timeout.is_some(),
+        max_channels: 8,
+        default_port: 22,
+    })
+}
+
 /// Runs one scan in-process and prints it.
 pub async fn probe(args: ProbeArgs) -> anyhow::Result<Exit> {
     let (user, host) = match args.host.split_once('@') {
@@ -83,35 +185,25 @@ pub async fn probe(args: ProbeArgs) -> anyhow::Result<Exit> {
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
-    let user = args.user.clone().or(user).unwrap_or_else(local_user);
-    let keys = load_keys(&args.identity, "--identity")?;
-    let known_hosts = args.known_hosts.clone().or_else(|| {
-        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".ssh").join("known_hosts"))
-    });
-    let pins = known_hosts.clone().map(|p| {
-        std::sync::Arc::new(KnownHostsPins::new(p))
-            as std::sync::Arc<dyn crate::ssh::hostkey::PinStore>
-    });
-    let opts = ConnectOptions {
-        keys,
-        verifier: HostKeyVerifier {
-            policy: args.host_key_policy,
-            known_hosts,
-            pins,
-        },
-        connect_timeout: Duration::from_secs(args.connect_timeout.max(1)),
-        max_channels: 8,
+    let local = Local::from_env();
+    let router = probe_router(&args, &local)?;
+    let destination = Destination {
+        host: host.clone(),
+        port: args.port,
+        user: args.user.clone().or(user),
+        proxy_jump: args.jump.clone(),
     };
+    let route = router
+        .route(&destination)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let proxy_jump = args.jump.clone().unwrap_or_default();
     let limits = Limits {
         command_timeout: Duration::from_secs(args.command_timeout.max(1)),
         scan_timeout: Duration::from_secs(args.scan_timeout.max(1)),
         max_output_bytes: args.max_output_bytes.max(4096),
     };
-    let target = Target {
-        host: host.clone(),
-        port: args.port,
-        user: user.clone(),
-    };
+    let (target, opts) = (route.target, route.options);
     let scan_type = if args.full {
         ScanType::Full
     } else {
@@ -148,8 +240,9 @@ pub async fn probe(args: ProbeArgs) -> anyhow::Result<Exit> {
     let scan = Scan {
         id: 0,
         hostname: host,
-        port: args.port,
-        username: user,
+        port: target.port,
+        username: target.user.clone(),
+        proxy_jump,
         scan_type,
         status,
         progress: if status == ScanStatus::Completed {
@@ -276,6 +369,10 @@ pub enum ClientCommand {
         /// Idempotency key: repeating it returns the same scan.
         #[arg(long, default_value = "")]
         request_id: String,
+        /// Jump hosts, OpenSSH ProxyJump syntax (default: the server's
+        /// ssh_config).
+        #[arg(long, short = 'J', value_name = "SPEC", default_value = "")]
+        jump: String,
         /// Print the queued scan and return without waiting.
         #[arg(long)]
         no_wait: bool,
@@ -451,6 +548,7 @@ pub async fn client(command: ClientCommand) -> anyhow::Result<Exit> {
             user,
             request_id,
             no_wait,
+            jump,
             ..
         } => {
             let scan = client
@@ -464,6 +562,7 @@ pub async fn client(command: ClientCommand) -> anyhow::Result<Exit> {
                         pb::ScanType::Quick
                     } as i32,
                     request_id,
+                    proxy_jump: jump,
                 })
                 .await
                 .map_err(rpc_error)?

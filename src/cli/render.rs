@@ -29,6 +29,13 @@ pub fn duration(secs: i64) -> String {
     }
 }
 
+/// `+01:00`, `-05:30`.
+pub fn utc_offset(secs: i32) -> String {
+    let sign = if secs < 0 { '-' } else { '+' };
+    let a = secs.unsigned_abs();
+    format!("{sign}{:02}:{:02}", a / 3600, a % 3600 / 60)
+}
+
 pub fn status_name(status: i32) -> &'static str {
     match pb::ScanStatus::try_from(status) {
         Ok(pb::ScanStatus::Pending) => "PENDING",
@@ -116,6 +123,57 @@ pub fn results(r: &pb::ScanResults) -> String {
         };
         let _ = writeln!(out, "OS         {name}  kernel {}  {}", os.kernel, os.arch);
     }
+    if let Some(c) = &r.cpu {
+        let model = if c.model_name.is_empty() {
+            "unknown model"
+        } else {
+            c.model_name.as_str()
+        };
+        let topology = if c.sockets > 0 && c.cores_per_socket > 0 && c.threads_per_core > 0 {
+            format!(
+                " ({} socket{} × {} cores × {} thread{})",
+                c.sockets,
+                if c.sockets == 1 { "" } else { "s" },
+                c.cores_per_socket,
+                c.threads_per_core,
+                if c.threads_per_core == 1 { "" } else { "s" }
+            )
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "CPU        {model}, {} logical{topology}",
+            c.logical_cpus
+        );
+    }
+    if let Some(v) = &r.virtualization {
+        let role = match pb::VirtualizationRole::try_from(v.role) {
+            Ok(pb::VirtualizationRole::Host) => "host",
+            Ok(pb::VirtualizationRole::Vm) => "virtual machine",
+            Ok(pb::VirtualizationRole::Container) => "container",
+            _ => "unknown",
+        };
+        let kind = if v.r#type.is_empty() || v.r#type == "none" {
+            String::new()
+        } else {
+            format!(" ({})", v.r#type)
+        };
+        let _ = writeln!(out, "Runs as    {role}{kind}  [{}]", v.source);
+    }
+    if let Some(t) = &r.timezone {
+        let name = if t.name.is_empty() {
+            "unnamed zone"
+        } else {
+            t.name.as_str()
+        };
+        let _ = writeln!(
+            out,
+            "Timezone   {name} ({}, UTC{})",
+            t.abbreviation,
+            utc_offset(t.utc_offset_seconds)
+        );
+    }
     if let Some(m) = &r.memory {
         let _ = writeln!(
             out,
@@ -189,6 +247,43 @@ pub fn results(r: &pb::ScanResults) -> String {
                 n.mtu,
                 addrs.join(" ")
             );
+        }
+    }
+    if !r.listening_sockets.is_empty() {
+        let _ = writeln!(out, "Listening  {} sockets", r.listening_sockets.len());
+        for l in r.listening_sockets.iter().take(20) {
+            let endpoint = if l.family == "inet6" {
+                format!("[{}]:{}", l.local_address, l.port)
+            } else {
+                format!("{}:{}", l.local_address, l.port)
+            };
+            let owner = match (l.pid, l.process.as_str()) {
+                (0, "") => String::new(),
+                (0, name) => name.to_string(),
+                (pid, name) => format!("{name} ({pid})"),
+            };
+            let _ = writeln!(out, "  {:<4} {:<28} {owner}", l.protocol, endpoint);
+        }
+        if r.listening_sockets.len() > 20 {
+            let _ = writeln!(
+                out,
+                "  … {} more (see --json)",
+                r.listening_sockets.len() - 20
+            );
+        }
+    }
+    if let Some(b) = &r.reboot_required {
+        let status = match pb::RebootStatus::try_from(b.status) {
+            Ok(pb::RebootStatus::Required) => "required",
+            Ok(pb::RebootStatus::NotRequired) => "not required",
+            _ => "unknown (no evidence)",
+        };
+        let _ = writeln!(out, "Reboot     {status}");
+        for reason in &b.reasons {
+            let _ = writeln!(out, "  {reason}");
+        }
+        if !b.packages.is_empty() {
+            let _ = writeln!(out, "  packages: {}", b.packages.join(", "));
         }
     }
     if !r.step_errors.is_empty() {
@@ -270,6 +365,77 @@ mod tests {
         assert_eq!(bytes(8 * 1024 * 1024 * 1024), "8.0 GiB");
         assert_eq!(duration(59), "0m 59s");
         assert_eq!(duration(3 * 86_400 + 4 * 3600 + 12 * 60), "3d 4h 12m");
+        assert_eq!(utc_offset(19_800), "+05:30");
+        assert_eq!(utc_offset(-18_000), "-05:00");
+    }
+
+    #[test]
+    fn new_facts_read_as_sentences() {
+        let r = pb::ScanResults {
+            cpu: Some(pb::Cpu {
+                model_name: "AMD EPYC".into(),
+                logical_cpus: 8,
+                sockets: 2,
+                cores_per_socket: 2,
+                threads_per_core: 2,
+            }),
+            virtualization: Some(pb::Virtualization {
+                role: pb::VirtualizationRole::Container as i32,
+                r#type: "docker".into(),
+                source: "dockerenv".into(),
+            }),
+            timezone: Some(pb::Timezone {
+                name: "Asia/Kolkata".into(),
+                utc_offset_seconds: 19_800,
+                abbreviation: "IST".into(),
+                source: "localtime-link".into(),
+            }),
+            listening_sockets: vec![
+                pb::ListeningSocket {
+                    protocol: "tcp".into(),
+                    family: "inet6".into(),
+                    local_address: "::".into(),
+                    port: 22,
+                    pid: 812,
+                    process: "sshd".into(),
+                },
+                pb::ListeningSocket {
+                    protocol: "udp".into(),
+                    family: "inet".into(),
+                    local_address: "0.0.0.0".into(),
+                    port: 68,
+                    ..Default::default()
+                },
+            ],
+            reboot_required: Some(pb::RebootRequired {
+                status: pb::RebootStatus::Required as i32,
+                reasons: vec!["/var/run/reboot-required exists".into()],
+                packages: vec!["libc6".into(), "linux-image-amd64".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let text = results(&r);
+        for want in [
+            "CPU        AMD EPYC, 8 logical (2 sockets × 2 cores × 2 threads)",
+            "Runs as    container (docker)  [dockerenv]",
+            "Timezone   Asia/Kolkata (IST, UTC+05:30)",
+            "Listening  2 sockets",
+            "  tcp  [::]:22                      sshd (812)",
+            "  udp  0.0.0.0:68",
+            "Reboot     required",
+            "  packages: libc6, linux-image-amd64",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+        let unknown = pb::ScanResults {
+            reboot_required: Some(pb::RebootRequired {
+                status: pb::RebootStatus::Unknown as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(results(&unknown).contains("Reboot     unknown (no evidence)"));
     }
 
     #[test]

@@ -19,16 +19,27 @@ pub struct ScanResults {
     pub processes: Vec<Process>,
     pub network_interfaces: Vec<NetworkInterface>,
     pub step_errors: Vec<StepError>,
+    pub cpu: Option<Cpu>,
+    pub virtualization: Option<Virtualization>,
+    pub timezone: Option<Timezone>,
+    /// Full scans only.
+    pub listening_sockets: Vec<ListeningSocket>,
+    /// Full scans only.
+    pub reboot_required: Option<RebootRequired>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct OsInfo {
-    /// os-release `NAME`, or `uname -s` where there is no os-release.
+    /// os-release `NAME`; else lsb_release's distributor, the release
+    /// file's name (`CentOS`), macOS `sw_vers`, or `uname -s`.
     pub name: String,
-    /// os-release `VERSION_ID` (or `uname -r` on systems without os-release).
+    /// os-release `VERSION_ID`, else the release from the same sources as
+    /// `name`; on the BSDs `uname -r` without its suffix. "" when unknown:
+    /// a Linux or Darwin kernel version never stands in for it.
     pub version: String,
-    /// os-release `ID` (debian, rhel, alpine, arch...), lowercased `uname -s` otherwise.
+    /// os-release `ID` (debian, rhel, alpine, arch...), else the ID those
+    /// distributions use in os-release (`centos`, `sles`), else lowercased `uname -s`.
     pub id: String,
     pub pretty_name: String,
     /// `uname -r`.
@@ -87,6 +98,9 @@ pub struct Package {
 #[serde(default)]
 pub struct Process {
     pub pid: i32,
+    /// The account name of the process's effective uid; the uid in decimal where
+    /// the host has no name for it; "" where neither can be known (a busybox
+    /// `ps` cut the name and no account matches). Never a cut name.
     pub user: String,
     pub cpu_percent: f64,
     pub mem_percent: f64,
@@ -120,4 +134,109 @@ pub struct Address {
 pub struct StepError {
     pub step: String,
     pub message: String,
+}
+
+/// The processor. Counts are 0 where the host does not say.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Cpu {
+    /// lscpu `Model name`, `/proc/cpuinfo` `model name` (or ARM's
+    /// `Processor`), macOS `machdep.cpu.brand_string`, BSD `hw.model`.
+    pub model_name: String,
+    /// Logical CPUs the kernel knows: lscpu `CPU(s)`, `processor` entries
+    /// of `/proc/cpuinfo`, `hw.ncpu`.
+    pub logical_cpus: u32,
+    pub sockets: u32,
+    pub cores_per_socket: u32,
+    pub threads_per_core: u32,
+}
+
+/// Whether the host is a machine of its own, a virtual machine or a container.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VirtualizationRole {
+    #[default]
+    Unspecified,
+    Host,
+    Vm,
+    Container,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Virtualization {
+    /// A container inside a VM is a container.
+    pub role: VirtualizationRole,
+    /// In systemd-detect-virt's vocabulary: `none` for a host, `kvm`,
+    /// `qemu`, `vmware`, `microsoft`, `xen`, `amazon`, `oracle`, `vm-other`,
+    /// `docker`, `podman`, `lxc`, `openvz`, `wsl`, `systemd-nspawn`...; and
+    /// `jail` for a FreeBSD jail, which systemd has no word for.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// What decided: `systemd-detect-virt`, `container-env`, `dockerenv`,
+    /// `containerenv`, `proc-vz`, `wsl-kernel`, `dmi`, `hypervisor`,
+    /// `cpuid` (lscpu's hypervisor vendor or the cpuinfo flag), `sysctl`,
+    /// or `no-evidence` for a host.
+    pub source: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Timezone {
+    /// IANA name (`Europe/Berlin`, `Etc/UTC`), "" when the host does not
+    /// name its zone (a copied `/etc/localtime` and nothing else).
+    pub name: String,
+    /// Seconds east of UTC now (`date +%z`), daylight saving included.
+    pub utc_offset_seconds: i32,
+    /// `date +%Z`: `CET`, `UTC`...
+    pub abbreviation: String,
+    /// Where `name` came from: `localtime-link`, `etc-timezone`,
+    /// `timedatectl`, `sysconfig-clock`, `var-db-zoneinfo`, `no-localtime`
+    /// (glibc's default, UTC) or "".
+    pub source: String,
+}
+
+/// A socket waiting for connections (TCP) or datagrams (UDP).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ListeningSocket {
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    /// `inet` or `inet6`, as in `Address.family`.
+    pub family: String,
+    /// The bound address: `0.0.0.0` or `::` for every address.
+    pub local_address: String,
+    pub port: u32,
+    /// Where the scanning user may see it (`ss -p`, `netstat -p`, `sockstat`).
+    pub pid: Option<i32>,
+    /// The process name, "" where not visible.
+    pub process: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RebootStatus {
+    #[default]
+    Unspecified,
+    /// No evidence either way (a container without kernels, no marker file).
+    Unknown,
+    NotRequired,
+    Required,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RebootRequired {
+    pub status: RebootStatus,
+    /// Why, one line each: `/var/run/reboot-required exists`, `needs-restarting
+    /// -r: ...`, `running kernel 6.1.0-18-amd64, newest installed 6.1.0-20-amd64`.
+    pub reasons: Vec<String>,
+    /// Packages that asked for the reboot (`/var/run/reboot-required.pkgs`,
+    /// the names `needs-restarting -r` lists).
+    pub packages: Vec<String>,
+    /// `uname -r`.
+    pub running_kernel: String,
+    /// The newest kernel installed (`/lib/modules`, `/boot/vmlinuz-*`,
+    /// `freebsd-version -k`), "" when none was found.
+    pub newest_kernel: String,
 }

@@ -128,6 +128,8 @@ pub struct Scan {
     pub request_id: Option<String>,
     /// The sequence of the last event written for this scan.
     pub sequence: i64,
+    /// Jump hosts as requested (OpenSSH ProxyJump syntax); "" for none.
+    pub proxy_jump: String,
 }
 
 /// One change of a scan, as published to watchers after it is committed.

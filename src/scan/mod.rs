@@ -34,16 +34,17 @@ pub struct Step {
     pub script: &'static str,
     pub full_only: bool,
     /// Steps of one group run in turn on one channel; groups run at once.
-    /// `df` gets a group of its own: it is what hangs on a stale NFS mount.
+    /// `df` runs last in its group: it is what hangs on a stale NFS mount,
+    /// and then nothing waits behind it.
     pub group: u8,
     apply: fn(&str, &mut ScanResults) -> Result<(), ParseError>,
 }
 
 /// Every step, in the order results are presented.
-pub static STEPS: [Step; 8] = [
+pub static STEPS: [Step; 13] = [
     Step {
         name: "os",
-        weight: 10,
+        weight: 5,
         script: parse::os::SCRIPT,
         full_only: false,
         group: 0,
@@ -54,7 +55,7 @@ pub static STEPS: [Step; 8] = [
     },
     Step {
         name: "hostname",
-        weight: 5,
+        weight: 3,
         script: parse::hostname::SCRIPT,
         full_only: false,
         group: 0,
@@ -65,12 +66,45 @@ pub static STEPS: [Step; 8] = [
     },
     Step {
         name: "uptime",
-        weight: 5,
+        weight: 3,
         script: parse::uptime::SCRIPT,
         full_only: false,
         group: 0,
         apply: |out, r| {
             r.uptime_seconds = Some(parse::uptime::parse(out)?);
+            Ok(())
+        },
+    },
+    Step {
+        name: "cpu",
+        weight: 4,
+        script: parse::cpu::SCRIPT,
+        full_only: false,
+        group: 1,
+        apply: |out, r| {
+            r.cpu = Some(parse::cpu::parse(out)?);
+            Ok(())
+        },
+    },
+    Step {
+        name: "virtualization",
+        weight: 3,
+        script: parse::virtualization::SCRIPT,
+        full_only: false,
+        group: 1,
+        apply: |out, r| {
+            r.virtualization = Some(parse::virtualization::parse(out)?);
+            Ok(())
+        },
+    },
+    Step {
+        name: "timezone",
+        weight: 2,
+        script: parse::timezone::SCRIPT,
+        full_only: false,
+        group: 1,
+        apply: |out, r| {
+            r.timezone = Some(parse::timezone::parse(out)?);
             Ok(())
         },
     },
@@ -87,7 +121,7 @@ pub static STEPS: [Step; 8] = [
     },
     Step {
         name: "memory",
-        weight: 10,
+        weight: 5,
         script: parse::memory::SCRIPT,
         full_only: false,
         group: 0,
@@ -98,7 +132,7 @@ pub static STEPS: [Step; 8] = [
     },
     Step {
         name: "packages",
-        weight: 25,
+        weight: 20,
         script: parse::packages::SCRIPT,
         full_only: true,
         group: 2,
@@ -107,9 +141,22 @@ pub static STEPS: [Step; 8] = [
             Ok(())
         },
     },
+    // With the packages: it reads the package database and the installed
+    // kernels, and EL's `needs-restarting` can take seconds.
+    Step {
+        name: "reboot_required",
+        weight: 5,
+        script: parse::reboot::SCRIPT,
+        full_only: true,
+        group: 2,
+        apply: |out, r| {
+            r.reboot_required = Some(parse::reboot::parse(out)?);
+            Ok(())
+        },
+    },
     Step {
         name: "processes",
-        weight: 15,
+        weight: 12,
         script: parse::processes::SCRIPT,
         full_only: true,
         group: 3,
@@ -120,7 +167,7 @@ pub static STEPS: [Step; 8] = [
     },
     Step {
         name: "network",
-        weight: 10,
+        weight: 8,
         script: parse::network::SCRIPT,
         full_only: true,
         group: 3,
@@ -129,10 +176,21 @@ pub static STEPS: [Step; 8] = [
             Ok(())
         },
     },
+    Step {
+        name: "listening_sockets",
+        weight: 10,
+        script: parse::listening::SCRIPT,
+        full_only: true,
+        group: 3,
+        apply: |out, r| {
+            r.listening_sockets = parse::listening::parse(out)?;
+            Ok(())
+        },
+    },
 ];
 
 /// The weight of connecting and logging in, as the first pseudo-step.
-const CONNECT_WEIGHT: u32 = 10;
+pub const CONNECT_WEIGHT: u32 = 10;
 pub const CONNECT_STEP: &str = "connect";
 
 /// The steps of a scan type.
@@ -439,7 +497,26 @@ mod tests {
     #[test]
     fn plans() {
         let quick: Vec<_> = plan(ScanType::Quick).map(|s| s.name).collect();
-        assert_eq!(quick, ["os", "hostname", "uptime", "disks", "memory"]);
+        assert_eq!(
+            quick,
+            [
+                "os",
+                "hostname",
+                "uptime",
+                "cpu",
+                "virtualization",
+                "timezone",
+                "disks",
+                "memory",
+            ]
+        );
+        // df last in its group: a hanging df delays no other step.
+        let disks = plan(ScanType::Full).position(|s| s.name == "disks");
+        assert!(
+            plan(ScanType::Full)
+                .skip(disks.map_or(0, |d| d + 1))
+                .all(|s| s.group != 1)
+        );
         assert_eq!(plan(ScanType::Full).count(), STEPS.len());
         let total: u32 = CONNECT_WEIGHT + plan(ScanType::Full).map(|s| s.weight).sum::<u32>();
         assert_eq!(total, 100);

@@ -12,7 +12,8 @@ use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use russh::keys::{Algorithm, HashAlg, PublicKey};
+use russh::keys::ssh_key::certificate::CertType;
+use russh::keys::{Algorithm, Certificate, HashAlg, PublicKey};
 
 use super::known_hosts::{self, Lookup};
 
@@ -82,6 +83,8 @@ pub enum HostKeyError {
     },
     #[error("could not check the host key for {target}: {detail}")]
     Unavailable { target: String, detail: String },
+    #[error("host certificate of {target} rejected: {reason}")]
+    Certificate { target: String, reason: String },
 }
 
 /// What a pin store did with a presented key.
@@ -259,6 +262,132 @@ impl HostKeyVerifier {
             }),
             Err(detail) => Err(HostKeyError::Unavailable { target, detail }),
         }
+    }
+
+    /// True when the known_hosts file has an `@cert-authority` line for
+    /// `host:port`: only then are certificate host keys asked for.
+    pub async fn has_cert_authority(&self, host: &str, port: u16) -> bool {
+        if self.policy == HostKeyPolicy::InsecureAcceptAny {
+            return false;
+        }
+        let Some(path) = &self.known_hosts else {
+            return false;
+        };
+        let text = known_hosts::read(path).await.unwrap_or_default();
+        !known_hosts::cert_authorities(&text, host, port).is_empty()
+    }
+
+    /// Checks a host certificate against the known_hosts file's
+    /// `@cert-authority` lines for `host:port`, under every policy but
+    /// insecure-accept-any: a listed CA signed it, it is valid now, it is a
+    /// host certificate, `host` (the name as dialled) is among its
+    /// principals, it has no critical options, and neither it nor its CA is
+    /// `@revoked`. Certificates are never pinned.
+    pub async fn verify_certificate(
+        &self,
+        host: &str,
+        port: u16,
+        cert: &Certificate,
+    ) -> Result<(), HostKeyError> {
+        let target = target_name(host, port);
+        let ca_fp = cert
+            .signature_key()
+            .fingerprint(HashAlg::Sha256)
+            .to_string();
+        if self.policy == HostKeyPolicy::InsecureAcceptAny {
+            tracing::warn!(%target, ca = %ca_fp, "accepting host certificate without verification (host-key-policy insecure-accept-any)");
+            return Ok(());
+        }
+        let reject = |reason: String| HostKeyError::Certificate {
+            target: target.clone(),
+            reason,
+        };
+        let Some(path) = &self.known_hosts else {
+            return Err(reject(
+                "no known_hosts file lists a certificate authority".into(),
+            ));
+        };
+        let text = known_hosts::read(path)
+            .await
+            .map_err(|e| HostKeyError::Unavailable {
+                target: target.clone(),
+                detail: format!("reading {}: {e}", path.display()),
+            })?;
+        let at = |line: usize| format!("{} line {line}", path.display());
+        if let Some(line) = known_hosts::revoked(&text, host, port, cert.signature_key()) {
+            return Err(reject(format!(
+                "its CA {ca_fp} is marked @revoked in {}",
+                at(line)
+            )));
+        }
+        if let Some(line) = known_hosts::revoked(&text, host, port, cert.public_key()) {
+            return Err(HostKeyError::Revoked {
+                target,
+                fingerprint: cert.public_key().fingerprint(HashAlg::Sha256).to_string(),
+                source_: at(line),
+            });
+        }
+        let cas = known_hosts::cert_authorities(&text, host, port);
+        let Some((line, ca)) = cas
+            .iter()
+            .find(|(_, k)| k.key_data() == cert.signature_key())
+        else {
+            let trusted: Vec<String> = cas.iter().map(|(_, k)| fingerprint(k)).collect();
+            return Err(reject(format!(
+                "signed by an unknown CA {ca_fp}; {} trusts {} for this host",
+                path.display(),
+                if trusted.is_empty() {
+                    "no CA".to_string()
+                } else {
+                    trusted.join(", ")
+                }
+            )));
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if let Some(problem) = super::auth::validity_problem(cert, now) {
+            return Err(reject(problem));
+        }
+        if cert
+            .validate_at(now, [&ca.fingerprint(HashAlg::Sha256)])
+            .is_err()
+        {
+            return Err(reject(format!(
+                "its signature does not verify with the CA {ca_fp} of {}",
+                at(*line)
+            )));
+        }
+        if cert.cert_type() != CertType::Host {
+            return Err(reject(
+                "it is a user certificate, not a host certificate".into(),
+            ));
+        }
+        let principals = cert.valid_principals();
+        if principals.is_empty() {
+            return Err(reject(
+                "it lists no principals (hostscan requires the host's name among them)".into(),
+            ));
+        }
+        if !principals.iter().any(|p| p.eq_ignore_ascii_case(host)) {
+            return Err(reject(format!(
+                "wrong principal: it is for {} but hostscan dialled {host:?}",
+                principals
+                    .iter()
+                    .map(|p| format!("{p:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        if !cert.critical_options().is_empty() {
+            let names: Vec<&str> = cert.critical_options().keys().map(String::as_str).collect();
+            return Err(reject(format!(
+                "it has critical options hostscan does not understand: {}",
+                names.join(", ")
+            )));
+        }
+        tracing::debug!(%target, ca = %ca_fp, key_id = cert.key_id(), "host certificate accepted");
+        Ok(())
     }
 
     /// Key algorithms already trusted for this host, most trusted first.

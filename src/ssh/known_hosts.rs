@@ -9,6 +9,7 @@ use std::path::Path;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use russh::keys::ssh_key::public::KeyData;
 use russh::keys::{Algorithm, PublicKey};
 
 /// What a known_hosts file says about a host's key.
@@ -117,6 +118,25 @@ pub fn known_algorithms(contents: &str, host: &str, port: u16) -> Vec<Algorithm>
     out
 }
 
+/// The CA keys of `@cert-authority` lines whose patterns match `host:port`,
+/// with their line numbers, in file order.
+pub fn cert_authorities(contents: &str, host: &str, port: u16) -> Vec<(usize, PublicKey)> {
+    let name = host_port_name(host, port);
+    entries(contents)
+        .filter(|e| e.marker == Some("@cert-authority") && hosts_match(e.hosts, &name))
+        .filter_map(|e| Some((e.line, e.key?)))
+        .collect()
+}
+
+/// The first `@revoked` line for `host:port` that holds `key`, if any.
+pub fn revoked(contents: &str, host: &str, port: u16, key: &KeyData) -> Option<usize> {
+    let name = host_port_name(host, port);
+    entries(contents)
+        .filter(|e| e.marker == Some("@revoked") && hosts_match(e.hosts, &name))
+        .find(|e| e.key.as_ref().is_some_and(|k| k.key_data() == key))
+        .map(|e| e.line)
+}
+
 /// A key in OpenSSH form without comment: "ssh-ed25519 AAAA...".
 pub fn openssh_key(key: &PublicKey) -> String {
     let blob = BASE64.encode(key.to_bytes().unwrap_or_default());
@@ -162,7 +182,7 @@ fn hashed_match(salt_and_hash: &str, name: &str) -> bool {
 
 /// Glob match with `*` (any run) and `?` (one char), iterative with
 /// backtracking to the last star: linear-ish, no recursion.
-fn wildcard_match(pattern: &str, text: &str) -> bool {
+pub(crate) fn wildcard_match(pattern: &str, text: &str) -> bool {
     let p: Vec<char> = pattern.chars().collect();
     let t: Vec<char> = text.chars().collect();
     let (mut pi, mut ti) = (0usize, 0usize);
@@ -278,6 +298,23 @@ mod tests {
         assert!(wildcard_match("h?st*", "host-1"));
         assert!(!wildcard_match("h?st", "hoost"));
         assert!(wildcard_match("*", ""));
+    }
+
+    #[test]
+    fn cert_authorities_and_revocations() {
+        let file = format!(
+            "@cert-authority *.corp,!bad.corp {ED}\n@cert-authority [10.0.0.1]:2222 {ED2}\n@revoked x.corp {ED2}\n"
+        );
+        let cas = cert_authorities(&file, "a.corp", 22);
+        assert_eq!(cas.len(), 1);
+        assert_eq!(cas[0].0, 1);
+        assert!(cert_authorities(&file, "bad.corp", 22).is_empty());
+        assert_eq!(cert_authorities(&file, "10.0.0.1", 2222).len(), 1);
+        assert!(cert_authorities(&file, "10.0.0.1", 22).is_empty());
+        assert_eq!(revoked(&file, "x.corp", 22, key(ED2).key_data()), Some(3));
+        assert_eq!(revoked(&file, "y.corp", 22, key(ED2).key_data()), None);
+        // A CA line is not a host key.
+        assert_eq!(lookup(&file, "a.corp", 22, &key(ED)), Lookup::Unknown);
     }
 
     #[test]

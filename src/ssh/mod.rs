@@ -1,28 +1,37 @@
 //! SSH transport: one russh connection per scan, commands as channels on it.
 //!
 //! Owns connecting (DNS, TCP, banner, key exchange and authentication under
-//! one connect timeout), host key verification (`hostkey`), running a
-//! command with a local deadline and an output cap, and clean disconnects.
-//! It knows nothing of scans, steps or parsers, and it never builds a command
-//! line: callers hand it constant strings.
+//! one connect timeout, through jump hosts when asked: `jump`), logging in
+//! (`auth`: key files, encrypted keys, certificates, ssh-agent), host key
+//! verification (`hostkey`, `known_hosts`: keys, pins, host certificates),
+//! OpenSSH client configuration (`config`) and turning a requested
+//! destination into a route (`route`), running a command with a local
+//! deadline and an output cap, and clean disconnects. It knows nothing of
+//! scans, steps or parsers, and it never builds a command line: callers
+//! hand it constant strings.
 
+pub mod auth;
+pub mod config;
 pub mod hostkey;
+pub mod jump;
 pub mod known_hosts;
+pub mod route;
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use russh::client::{self, AuthResult};
-use russh::keys::{self, Algorithm, PrivateKey, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
+use russh::client;
+use russh::keys::{Algorithm, PublicKeyOrCertificate};
 use russh::{ChannelMsg, Disconnect};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::time::{Instant, timeout_at};
 
+pub use auth::{Agent, ClientKey, Identities};
 pub use hostkey::{HostKeyError, HostKeyPolicy, HostKeyVerifier};
+pub use jump::Hop;
 
 use crate::model::ScanErrorKind;
 
@@ -71,6 +80,15 @@ pub enum SshError {
     Channel(String),
     #[error("{0}")]
     Key(String),
+    /// An error on the way through jump hosts: which hop, via which.
+    #[error("{source} ({context})")]
+    Route {
+        context: String,
+        source: Box<SshError>,
+    },
+    /// The route could not be planned (a bad ProxyJump, a loop).
+    #[error("{0}")]
+    Config(String),
 }
 
 impl SshError {
@@ -87,6 +105,8 @@ impl SshError {
             Self::Protocol { .. } | Self::ConnectionLost { .. } | Self::Channel(_) => {
                 ScanErrorKind::Protocol
             }
+            Self::Route { source, .. } => source.kind(),
+            Self::Config(_) => ScanErrorKind::Internal,
         }
     }
 }
@@ -141,44 +161,41 @@ fn io_error(e: std::io::Error, addr: String) -> SshError {
     }
 }
 
-/// A private key loaded from a file. Debug shows the path, never the key.
-#[derive(Clone)]
-pub struct ClientKey {
-    pub path: PathBuf,
-    pub key: Arc<PrivateKey>,
-}
-
-impl fmt::Debug for ClientKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ClientKey({}, <redacted>)", self.path.display())
-    }
-}
-
-impl ClientKey {
-    pub fn load(path: &Path) -> Result<Self, SshError> {
-        let key = keys::load_secret_key(path, None).map_err(|e| match e {
-            keys::Error::KeyIsEncrypted => SshError::Key(format!(
-                "{} is encrypted with a passphrase; hostscan needs an unencrypted key file",
-                path.display()
-            )),
-            other => SshError::Key(format!("cannot load key {}: {other}", path.display())),
-        })?;
-        Ok(Self {
-            path: path.to_path_buf(),
-            key: Arc::new(key),
-        })
-    }
-}
-
 /// How to open a session.
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
-    pub keys: Arc<[ClientKey]>,
+    /// What to offer the target to log in.
+    pub identities: Arc<Identities>,
+    /// An ssh-agent whose identities are offered first, to every hop.
+    pub agent: Option<Agent>,
     pub verifier: HostKeyVerifier,
-    /// DNS + TCP + banner + key exchange + authentication.
+    /// DNS + TCP + banner + key exchange + authentication, for the whole
+    /// chain of jump hosts and the target together.
     pub connect_timeout: Duration,
     /// Channels open at once on the connection (OpenSSH allows 10 sessions).
     pub max_channels: usize,
+    /// Jump hosts, nearest first (ProxyJump order); empty to connect
+    /// directly.
+    pub jump: Vec<Hop>,
+}
+
+impl ConnectOptions {
+    /// Direct connections offering `keys`, no agent.
+    pub fn with_keys(
+        keys: impl IntoIterator<Item = ClientKey>,
+        verifier: HostKeyVerifier,
+        connect_timeout: Duration,
+        max_channels: usize,
+    ) -> Self {
+        Self {
+            identities: Arc::new(Identities::from_keys(keys)),
+            agent: None,
+            verifier,
+            connect_timeout,
+            max_channels,
+            jump: Vec::new(),
+        }
+    }
 }
 
 /// What a running command sends.
@@ -248,6 +265,9 @@ struct Handler {
     host: String,
     port: u16,
     verifier: HostKeyVerifier,
+    /// The server's reason text for each refused channel open; read by
+    /// `jump` when this connection fails to forward to the next hop.
+    refused: mpsc::UnboundedSender<String>,
 }
 
 impl client::Handler for Handler {
@@ -257,19 +277,55 @@ impl client::Handler for Handler {
         match key {
             PublicKeyOrCertificate::PublicKey { key, .. } => {
                 self.verifier.verify(&self.host, self.port, key).await?;
-                Ok(true)
             }
-            PublicKeyOrCertificate::Certificate(_) => Ok(false),
+            PublicKeyOrCertificate::Certificate(cert) => {
+                self.verifier
+                    .verify_certificate(&self.host, self.port, cert)
+                    .await?;
+            }
         }
+        Ok(true)
+    }
+
+    async fn channel_open_failure(
+        &mut self,
+        _channel: russh::ChannelId,
+        _reason: russh::ChannelOpenFailure,
+        description: &str,
+        _language: &str,
+        _session: &mut client::Session,
+    ) -> Result<(), SshError> {
+        self.refused.send(description.to_string()).ok();
+        Ok(())
     }
 }
 
-/// An authenticated SSH connection.
+/// An authenticated SSH connection, possibly through jump hosts.
 pub struct Session {
     handle: client::Handle<Handler>,
     addr: String,
     /// One permit per open channel; held by `exec` for the channel's life.
     channels: Semaphore,
+    /// The jump hosts' connections, nearest first. They carry `handle`'s
+    /// transport: kept as long as the session, closed after it.
+    hops: Vec<client::Handle<Handler>>,
+}
+
+/// Where a connection attempt is, for a timeout message that says where it
+/// stuck: which link of the chain (`hop`, the target last) and which phase.
+#[derive(Default)]
+struct Progress {
+    hop: AtomicUsize,
+    phase: AtomicU8,
+}
+
+/// `host:port`, with IPv6 in brackets.
+fn addr_name(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
 }
 
 /// Connection phases, for a timeout message that says where it stuck.
@@ -282,121 +338,32 @@ const PHASES: [&str; 5] = [
 ];
 
 impl Session {
-    /// Resolves, connects, verifies the host key and logs in with the first
-    /// key the server accepts, all within `opts.connect_timeout`.
+    /// Resolves, connects, verifies host keys and logs in with the first
+    /// identity each server accepts — every jump host in turn, then the
+    /// target — all within `opts.connect_timeout`.
     pub async fn connect(target: &Target, opts: &ConnectOptions) -> Result<Self, SshError> {
-        let addr_name = match target.host.contains(':') {
-            true => format!("[{}]:{}", target.host, target.port),
-            false => format!("{}:{}", target.host, target.port),
-        };
-        let phase = AtomicU8::new(0);
+        let progress = Progress::default();
         let deadline = Instant::now() + opts.connect_timeout;
-        let attempt = Self::connect_inner(target, opts, &addr_name, &phase);
-        match timeout_at(deadline, attempt).await {
-            Ok(result) => result,
-            Err(_) => Err(SshError::Timeout {
-                addr: addr_name,
-                phase: PHASES[usize::from(phase.load(Ordering::Relaxed)).min(PHASES.len() - 1)],
-                secs: opts.connect_timeout.as_secs().max(1),
-            }),
-        }
-    }
-
-    async fn connect_inner(
-        target: &Target,
-        opts: &ConnectOptions,
-        addr_name: &str,
-        phase: &AtomicU8,
-    ) -> Result<Self, SshError> {
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((target.host.as_str(), target.port))
-            .await
-            .map_err(|e| SshError::Dns {
-                host: target.host.clone(),
-                detail: e.to_string(),
-            })?
-            .collect();
-        if addrs.is_empty() {
-            return Err(SshError::Dns {
-                host: target.host.clone(),
-                detail: "no addresses".into(),
-            });
-        }
-        phase.store(1, Ordering::Relaxed);
-        let mut last_err = None;
-        let mut stream = None;
-        for addr in &addrs {
-            match tokio::net::TcpStream::connect(addr).await {
-                Ok(s) => {
-                    stream = Some(s);
-                    break;
-                }
-                Err(e) => last_err = Some(io_error(e, addr_name.to_string())),
-            }
-        }
-        let stream = match stream {
-            Some(s) => s,
-            None => {
-                return Err(last_err.unwrap_or(SshError::Unreachable {
-                    addr: addr_name.to_string(),
-                    detail: "no address could be reached".into(),
-                }));
+        let attempt = jump::connect_chain(target, opts, &progress);
+        let (handle, hops) = match timeout_at(deadline, attempt).await {
+            Ok(result) => result?,
+            Err(_) => {
+                let index = progress.hop.load(Ordering::Relaxed);
+                let stuck = opts.jump.get(index).map_or(target, |h| &h.target);
+                let phase = usize::from(progress.phase.load(Ordering::Relaxed));
+                let e = SshError::Timeout {
+                    addr: addr_name(&stuck.host, stuck.port),
+                    phase: PHASES[phase.min(PHASES.len() - 1)],
+                    secs: opts.connect_timeout.as_secs().max(1),
+                };
+                return Err(jump::in_chain(e, index, target, &opts.jump));
             }
         };
-        stream.set_nodelay(true).ok();
-        phase.store(2, Ordering::Relaxed);
-
-        let mut preferred = russh::Preferred::default();
-        let known = opts
-            .verifier
-            .known_algorithms(&target.host, target.port)
-            .await;
-        if !known.is_empty() {
-            preferred.key = prefer_known(&preferred.key, &known).into();
-        }
-        // Old servers: offer the legacy key exchanges last, never first.
-        let mut kex = preferred.kex.to_vec();
-        kex.extend([
-            russh::kex::ECDH_SHA2_NISTP256,
-            russh::kex::ECDH_SHA2_NISTP384,
-            russh::kex::ECDH_SHA2_NISTP521,
-            russh::kex::DH_G14_SHA1,
-        ]);
-        preferred.kex = kex.into();
-        let config = Arc::new(client::Config {
-            preferred,
-            nodelay: true,
-            keepalive_interval: Some(Duration::from_secs(15)),
-            keepalive_max: 3,
-            ..Default::default()
-        });
-        let handler = Handler {
-            host: target.host.clone(),
-            port: target.port,
-            verifier: opts.verifier.clone(),
-        };
-        let mut handle = client::connect_stream(config, stream, handler)
-            .await
-            .map_err(|e| match e {
-                SshError::ConnectionLost { .. } => SshError::Protocol {
-                    addr: addr_name.to_string(),
-                    detail: "the server closed the connection during the handshake".into(),
-                },
-                SshError::Protocol { detail, .. } => SshError::Protocol {
-                    addr: addr_name.to_string(),
-                    detail,
-                },
-                SshError::Refused { .. } => SshError::Refused {
-                    addr: addr_name.to_string(),
-                },
-                other => other,
-            })?;
-        phase.store(3, Ordering::Relaxed);
-        authenticate(&mut handle, target, &opts.keys).await?;
-        phase.store(4, Ordering::Relaxed);
         Ok(Self {
             handle,
-            addr: addr_name.to_string(),
+            addr: addr_name(&target.host, target.port),
             channels: Semaphore::new(opts.max_channels.clamp(1, 9)),
+            hops,
         })
     }
 
@@ -447,11 +414,132 @@ impl Session {
         self.handle.is_closed()
     }
 
-    /// Says goodbye to the server; bounded so a dead peer cannot hold us.
+    /// Says goodbye to the server, then to each jump host, farthest first;
+    /// bounded so a dead peer cannot hold us.
     pub async fn close(self) {
         let bye = self.handle.disconnect(Disconnect::ByApplication, "", "en");
         tokio::time::timeout(Duration::from_secs(2), bye).await.ok();
+        for hop in self.hops.into_iter().rev() {
+            let bye = hop.disconnect(Disconnect::ByApplication, "", "en");
+            tokio::time::timeout(Duration::from_secs(2), bye).await.ok();
+        }
     }
+}
+
+/// Resolves `link` and opens TCP to the first address that answers.
+async fn tcp(
+    link: &Target,
+    addr_name: &str,
+    progress: &Progress,
+) -> Result<tokio::net::TcpStream, SshError> {
+    progress.phase.store(0, Ordering::Relaxed);
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((link.host.as_str(), link.port))
+        .await
+        .map_err(|e| SshError::Dns {
+            host: link.host.clone(),
+            detail: e.to_string(),
+        })?
+        .collect();
+    if addrs.is_empty() {
+        return Err(SshError::Dns {
+            host: link.host.clone(),
+            detail: "no addresses".into(),
+        });
+    }
+    progress.phase.store(1, Ordering::Relaxed);
+    let mut last_err = None;
+    for addr in &addrs {
+        match tokio::net::TcpStream::connect(addr).await {
+            Ok(s) => {
+                s.set_nodelay(true).ok();
+                return Ok(s);
+            }
+            Err(e) => last_err = Some(io_error(e, addr_name.to_string())),
+        }
+    }
+    Err(last_err.unwrap_or(SshError::Unreachable {
+        addr: addr_name.to_string(),
+        detail: "no address could be reached".into(),
+    }))
+}
+
+/// The russh client configuration for one server: host key algorithms it
+/// is already trusted for first, certificate algorithms only when
+/// known_hosts has a matching `@cert-authority` line, legacy key exchanges
+/// last.
+async fn client_config(verifier: &HostKeyVerifier, host: &str, port: u16) -> Arc<client::Config> {
+    let mut preferred = russh::Preferred::default();
+    let known = verifier.known_algorithms(host, port).await;
+    if !known.is_empty() {
+        preferred.key = prefer_known(&preferred.key, &known).into();
+    }
+    if verifier.has_cert_authority(host, port).await {
+        preferred.host_key_certificates = CERTIFICATE_ALGORITHMS.into();
+    }
+    // Old servers: offer the legacy key exchanges last, never first.
+    let mut kex = preferred.kex.to_vec();
+    kex.extend([
+        russh::kex::ECDH_SHA2_NISTP256,
+        russh::kex::ECDH_SHA2_NISTP384,
+        russh::kex::ECDH_SHA2_NISTP521,
+        russh::kex::DH_G14_SHA1,
+    ]);
+    preferred.kex = kex.into();
+    Arc::new(client::Config {
+        preferred,
+        nodelay: true,
+        keepalive_interval: Some(Duration::from_secs(15)),
+        keepalive_max: 3,
+        ..Default::default()
+    })
+}
+
+/// Host certificate algorithms asked for when a CA is trusted.
+const CERTIFICATE_ALGORITHMS: &[Algorithm] = &[
+    Algorithm::Ed25519,
+    Algorithm::Ecdsa {
+        curve: russh::keys::EcdsaCurve::NistP256,
+    },
+    Algorithm::Ecdsa {
+        curve: russh::keys::EcdsaCurve::NistP384,
+    },
+    Algorithm::Ecdsa {
+        curve: russh::keys::EcdsaCurve::NistP521,
+    },
+    Algorithm::Rsa {
+        hash: Some(russh::keys::HashAlg::Sha512),
+    },
+    Algorithm::Rsa {
+        hash: Some(russh::keys::HashAlg::Sha256),
+    },
+];
+
+/// The SSH handshake over `stream`, with errors naming `addr`.
+async fn handshake<S>(
+    config: Arc<client::Config>,
+    stream: S,
+    handler: Handler,
+    addr: &str,
+) -> Result<client::Handle<Handler>, SshError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    client::connect_stream(config, stream, handler)
+        .await
+        .map_err(|e| match e {
+            SshError::ConnectionLost { .. } => SshError::Protocol {
+                addr: addr.to_string(),
+                detail: "the server closed the connection during the handshake".into(),
+            },
+            SshError::Protocol { detail, .. } => SshError::Protocol {
+                addr: addr.to_string(),
+                detail,
+            },
+            SshError::Refused { .. } => SshError::Refused {
+                addr: addr.to_string(),
+            },
+            other => other,
+        })
 }
 
 /// Moves algorithms the host is already trusted for to the front. A known
@@ -465,45 +553,6 @@ fn prefer_known(default: &[Algorithm], known: &[Algorithm]) -> Vec<Algorithm> {
     let mut out: Vec<Algorithm> = default.iter().filter(|a| is_known(a)).cloned().collect();
     out.extend(default.iter().filter(|a| !is_known(a)).cloned());
     out
-}
-
-async fn authenticate(
-    handle: &mut client::Handle<Handler>,
-    target: &Target,
-    keys: &[ClientKey],
-) -> Result<(), SshError> {
-    let mut rsa_hash = None;
-    for key in keys {
-        let hash = if key.key.algorithm().is_rsa() {
-            if rsa_hash.is_none() {
-                rsa_hash = Some(handle.best_supported_rsa_hash().await?.flatten());
-            }
-            rsa_hash.flatten()
-        } else {
-            None
-        };
-        let with_hash = PrivateKeyWithHashAlg::new(key.key.clone(), hash);
-        match handle
-            .authenticate_publickey(target.user.clone(), with_hash)
-            .await?
-        {
-            AuthResult::Success => {
-                tracing::debug!(target = %target, key = %key.path.display(), "authenticated");
-                return Ok(());
-            }
-            AuthResult::Failure { .. } => {
-                tracing::debug!(target = %target, key = %key.path.display(), "key rejected");
-            }
-        }
-    }
-    Err(SshError::AuthFailed {
-        target: target.to_string(),
-        tried: match keys.len() {
-            0 => "no keys: none configured".into(),
-            1 => "1 key".into(),
-            n => format!("{n} keys"),
-        },
-    })
 }
 
 #[cfg(test)]

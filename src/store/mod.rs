@@ -145,6 +145,8 @@ pub struct NewScan {
     pub username: String,
     pub scan_type: ScanType,
     pub request_id: Option<String>,
+    /// Jump hosts as requested, validated; "" for none.
+    pub proxy_jump: String,
 }
 
 /// ListScans filters and page position.
@@ -217,6 +219,8 @@ pub struct ScanRecord {
     pub lease_owner: Option<String>,
     pub lease_expires_at: Option<DateTime<Utc>>,
     pub cancel_requested: bool,
+    /// Jump hosts as requested (OpenSSH ProxyJump syntax); "" for none.
+    pub proxy_jump: String,
 }
 
 impl ScanRecord {
@@ -260,6 +264,7 @@ impl ScanRecord {
             error,
             request_id: self.request_id,
             sequence: self.sequence,
+            proxy_jump: self.proxy_jump,
         })
     }
 }

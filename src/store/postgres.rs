@@ -46,6 +46,7 @@ mod schema {
             lease_owner -> Nullable<Text>,
             lease_expires_at -> Nullable<Timestamptz>,
             cancel_requested -> Bool,
+            proxy_jump -> Text,
         }
     }
 
@@ -105,6 +106,7 @@ struct Row {
     lease_owner: Option<String>,
     lease_expires_at: Option<DateTime<Utc>>,
     cancel_requested: bool,
+    proxy_jump: String,
 }
 
 impl From<Row> for ScanRecord {
@@ -130,6 +132,7 @@ impl From<Row> for ScanRecord {
             lease_owner: r.lease_owner,
             lease_expires_at: r.lease_expires_at,
             cancel_requested: r.cancel_requested,
+            proxy_jump: r.proxy_jump,
         }
     }
 }
@@ -158,6 +161,7 @@ impl From<&ScanRecord> for Row {
             lease_owner: r.lease_owner,
             lease_expires_at: r.lease_expires_at,
             cancel_requested: r.cancel_requested,
+            proxy_jump: r.proxy_jump,
         }
     }
 }
@@ -263,6 +267,7 @@ fn create(conn: &mut PgConnection, new: &NewScan) -> Result<(ScanRecord, bool), 
             scans::username.eq(&new.username),
             scans::scan_type.eq(new.scan_type.as_str()),
             scans::request_id.eq(&new.request_id),
+            scans::proxy_jump.eq(&new.proxy_jump),
         ))
         .on_conflict(scans::request_id)
         .do_nothing()

@@ -59,6 +59,7 @@ mod schema {
             lease_owner -> Nullable<Text>,
             lease_expires_at -> Nullable<BigInt>,
             cancel_requested -> Bool,
+            proxy_jump -> Text,
         }
     }
 
@@ -118,6 +119,7 @@ struct Row {
     lease_owner: Option<String>,
     lease_expires_at: Option<i64>,
     cancel_requested: bool,
+    proxy_jump: String,
 }
 
 fn time(us: i64) -> DateTime<Utc> {
@@ -163,6 +165,7 @@ impl TryFrom<Row> for ScanRecord {
             lease_owner: r.lease_owner,
             lease_expires_at: r.lease_expires_at.map(time),
             cancel_requested: r.cancel_requested,
+            proxy_jump: r.proxy_jump,
         })
     }
 }
@@ -191,6 +194,7 @@ impl From<&ScanRecord> for Row {
             lease_owner: r.lease_owner,
             lease_expires_at: r.lease_expires_at.map(micros),
             cancel_requested: r.cancel_requested,
+            proxy_jump: r.proxy_jump,
         }
     }
 }
@@ -371,6 +375,7 @@ impl Backend for Sqlite {
                     scans::username.eq(&new.username),
                     scans::scan_type.eq(new.scan_type.as_str()),
                     scans::request_id.eq(&new.request_id),
+                    scans::proxy_jump.eq(&new.proxy_jump),
                     scans::created_at.eq(now_micros()),
                 ))
                 .on_conflict(scans::request_id)

@@ -21,7 +21,10 @@ use tracing::Instrument;
 use crate::events::Hub;
 use crate::model::{Scan, ScanErrorKind, ScanEvent, ScanStatus};
 use crate::scan::{self, Limits, Progress, StepState};
-use crate::ssh::{ClientKey, ConnectOptions, HostKeyPolicy, HostKeyVerifier, Target};
+use crate::ssh::auth::Keyring;
+use crate::ssh::config::{Local, SshConfig};
+use crate::ssh::route::{Destination, PolicyRule, Router};
+use crate::ssh::{Agent, HostKeyPolicy, HostKeyVerifier};
 use crate::store::{Lease, Store};
 
 pub use pins::DatabasePins;
@@ -30,7 +33,15 @@ pub use pins::DatabasePins;
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub workers: usize,
-    pub keys: Arc<[ClientKey]>,
+    /// Key files offered to every host (`--ssh-key`), loaded at start-up
+    /// into `keyring`.
+    pub ssh_keys: Vec<std::path::PathBuf>,
+    /// Decrypts each key file once (`--ssh-key-passphrase-file`).
+    pub keyring: Arc<Keyring>,
+    /// `--ssh-config`: aliases, users, ports, jump hosts, keys per host.
+    pub ssh_config: Option<Arc<SshConfig>>,
+    /// `--ssh-auth-sock`.
+    pub agent: Option<Agent>,
     pub known_hosts: Option<std::path::PathBuf>,
     pub host_key_policy: HostKeyPolicy,
     pub connect_timeout: Duration,
@@ -52,7 +63,8 @@ struct Inner {
     store: Store,
     hub: Arc<Hub>,
     settings: Settings,
-    verifier: HostKeyVerifier,
+    /// Plans each scan's route (ssh_config, jump hosts, keys, host keys).
+    router: Router,
     /// Wakes an idle worker: notified by StartScan and by other replicas.
     wake: Notify,
     /// Cancelled to stop claiming (drain).
@@ -69,15 +81,30 @@ struct Inner {
 impl Workers {
     /// Starts `settings.workers` workers and the lease-recovery loop.
     pub fn start(store: Store, hub: Arc<Hub>, settings: Settings) -> Self {
-        let verifier = HostKeyVerifier {
-            policy: settings.host_key_policy,
-            known_hosts: settings.known_hosts.clone(),
-            pins: Some(Arc::new(DatabasePins::new(store.clone()))),
+        let router = Router {
+            config: settings.ssh_config.clone(),
+            local: Local::from_env(),
+            keyring: settings.keyring.clone(),
+            identities: settings.ssh_keys.clone(),
+            default_identities: Vec::new(),
+            agent: settings.agent.clone(),
+            verifier: HostKeyVerifier {
+                policy: settings.host_key_policy,
+                known_hosts: settings.known_hosts.clone(),
+                pins: Some(Arc::new(DatabasePins::new(store.clone()))),
+            },
+            policy_rule: PolicyRule::Stricter,
+            known_hosts_explicit: false,
+            pins_follow_known_hosts: false,
+            connect_timeout: settings.connect_timeout,
+            connect_timeout_explicit: false,
+            max_channels: settings.max_channels,
+            default_port: 22,
         };
         let inner = Arc::new(Inner {
             store,
             hub,
-            verifier,
+            router,
             wake: Notify::new(),
             stop_claiming: CancellationToken::new(),
             abort: CancellationToken::new(),
@@ -248,27 +275,39 @@ async fn drive(inner: &Inner, scan: &Scan, user_cancel: &CancellationToken) -> O
     let settings = &inner.settings;
     let store = &inner.store;
     let owner = store.instance();
-    let target = Target {
+    let destination = Destination {
         host: scan.hostname.clone(),
-        port: scan.port,
-        user: scan.username.clone(),
-    };
-    let opts = ConnectOptions {
-        keys: settings.keys.clone(),
-        verifier: inner.verifier.clone(),
-        connect_timeout: settings.connect_timeout,
-        max_channels: settings.max_channels,
+        port: Some(scan.port),
+        user: Some(scan.username.clone()),
+        proxy_jump: (!scan.proxy_jump.is_empty()).then(|| scan.proxy_jump.clone()),
     };
     let (tx, mut rx) = mpsc::unbounded_channel::<Progress>();
     let engine_stop = CancellationToken::new();
-    let engine = scan::run(
-        &target,
-        scan.scan_type,
-        &opts,
-        &settings.limits,
-        &tx,
-        &engine_stop,
-    );
+    let engine = async {
+        match inner.router.route(&destination).await {
+            Ok(route) => {
+                scan::run(
+                    &route.target,
+                    scan.scan_type,
+                    &route.options,
+                    &settings.limits,
+                    &tx,
+                    &engine_stop,
+                )
+                .await
+            }
+            Err(e) => {
+                let e = crate::ssh::SshError::from(e);
+                scan::Outcome {
+                    results: Default::default(),
+                    error: Some(crate::model::ScanError {
+                        kind: e.kind(),
+                        message: e.to_string(),
+                    }),
+                }
+            }
+        }
+    };
     tokio::pin!(engine);
     let mut heartbeat = tokio::time::interval(settings.lease / 3);
     heartbeat.tick().await;

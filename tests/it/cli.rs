@@ -217,8 +217,12 @@ fn readme_block(name: &str) -> String {
 }
 
 /// Runs a README block with `sh -e` against `server`; its stdout.
-fn run_readme_block(name: &str, server: &Server, path: &str) -> String {
-    let script = readme_block(name).replace("127.0.0.1:50051", &server.addr.to_string());
+fn run_readme_block(name: &str, server: &Server, sshd: &Sshd, path: &str) -> String {
+    // The jump host example goes through this machine's sshd, which listens
+    // on a test port rather than 22.
+    let script = readme_block(name)
+        .replace("127.0.0.1:50051", &server.addr.to_string())
+        .replace("\"127.0.0.1:22\"", &format!("\"127.0.0.1:{}\"", sshd.port));
     let out = Command::new("sh")
         .args(["-ec", &script])
         .env("PATH", path)
@@ -264,7 +268,7 @@ async fn the_readme_grpcurl_examples_work() {
     // `hostscan scan`: the examples must watch the scan they started.
     let out = hostscan(&["scan", "127.0.0.1", "--server", &server.url()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let output = run_readme_block("api", &server, &path);
+    let output = run_readme_block("api", &server, &sshd, &path);
     let expected = [
         "grpc.health.v1.Health",
         "hostscan.v1.ScanService",
@@ -275,6 +279,7 @@ async fn the_readme_grpcurl_examples_work() {
         "\"totalSize\": \"2\"",
         "\"hostname\": \"127.0.0.1\"",
         "\"status\": \"SERVING\"",
+        "scan 3 through a jump host\n",
     ];
     let mut rest = output.as_str();
     for want in expected {
@@ -283,6 +288,13 @@ async fn the_readme_grpcurl_examples_work() {
             .unwrap_or_else(|| panic!("{want:?} missing (in order) from:\n{output}"));
         rest = &rest[at + want.len()..];
     }
+    // The scan through the jump host, watched to its end (its first event
+    // may already be the terminal one).
+    assert!(
+        rest.contains(&format!("\"proxyJump\": \"127.0.0.1:{}\"", sshd.port))
+            && rest.contains("\"status\": \"SCAN_STATUS_COMPLETED\""),
+        "{rest}"
+    );
 }
 
 /// The README's TLS block, line by line: lines that present a client

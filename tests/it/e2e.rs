@@ -61,6 +61,7 @@ impl Env {
             username: String::new(),
             scan_type: scan_type as i32,
             request_id: String::new(),
+            proxy_jump: String::new(),
         }
     }
 }
@@ -322,9 +323,15 @@ async fn cancel_stops_a_running_scan(backend: Backend) {
         .into_inner();
     let mut stream = watch(&mut client, scan.id, 0).await;
     let mut events = Vec::new();
-    // Wait until every quick fact but the hanging df is in (80%), then cancel.
+    // Wait until every quick fact but the hanging df is in, then cancel.
+    let weights =
+        hostscan::scan::plan(hostscan::model::ScanType::Quick).map(|s| (s.name, s.weight));
+    let (total, disks) = weights.fold((hostscan::scan::CONNECT_WEIGHT, 0), |(t, d), (n, w)| {
+        (t + w, if n == "disks" { w } else { d })
+    });
+    let all_but_df = i32::try_from((total - disks) * 100 / total).expect("percent");
     while let Some(e) = stream.message().await.expect("stream") {
-        let ready = e.progress >= 80;
+        let ready = e.progress >= all_but_df;
         events.push(e);
         if ready {
             break;

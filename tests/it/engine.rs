@@ -105,6 +105,73 @@ fn assert_quick_facts(r: &ScanResults) {
         (reported - uptime).abs() < 60.0,
         "uptime {reported} vs {uptime}"
     );
+    assert_new_quick_facts(r);
+}
+
+/// cpu, virtualization and timezone against what this machine says itself.
+fn assert_new_quick_facts(r: &ScanResults) {
+    let cpu = r.cpu.as_ref().expect("cpu");
+    let nproc: u32 = run("nproc", &["--all"]).trim().parse().expect("nproc");
+    assert_eq!(cpu.logical_cpus, nproc, "{cpu:?}");
+    assert!(!cpu.model_name.is_empty(), "{cpu:?}");
+    if cpu.sockets > 0 && cpu.cores_per_socket > 0 && cpu.threads_per_core > 0 {
+        assert_eq!(
+            cpu.sockets * cpu.cores_per_socket * cpu.threads_per_core,
+            nproc,
+            "{cpu:?}"
+        );
+    }
+
+    let tz = r.timezone.as_ref().expect("timezone");
+    match std::fs::read_link("/etc/localtime") {
+        Ok(target) => {
+            let target = target.to_string_lossy().into_owned();
+            let zone = target.rsplit_once("zoneinfo/").expect("a zoneinfo link").1;
+            assert_eq!(tz.name, zone, "{tz:?}");
+            assert_eq!(tz.source, "localtime-link");
+        }
+        Err(_) => assert!(!tz.source.is_empty() || tz.name.is_empty(), "{tz:?}"),
+    }
+    let offset = run("date", &["+%z"]);
+    let offset = offset.trim();
+    let sign = if offset.starts_with('-') { -1 } else { 1 };
+    let hhmm: i32 = offset[1..].parse().expect("offset");
+    assert_eq!(
+        tz.utc_offset_seconds,
+        sign * (hhmm / 100 * 3600 + hhmm % 100 * 60)
+    );
+
+    let virt = r.virtualization.as_ref().expect("virtualization");
+    assert_eq!(virt, &expected_virtualization(), "{virt:?}");
+}
+
+/// What systemd-detect-virt says about this machine (container first).
+fn expected_virtualization() -> hostscan::model::facts::Virtualization {
+    use hostscan::model::facts::{Virtualization, VirtualizationRole};
+    let sdv = ["/usr/bin/systemd-detect-virt", "/bin/systemd-detect-virt"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or_else(|| {
+            panic!("systemd-detect-virt not found: install the `systemd` package (see scripts/setup-debian)")
+        });
+    let ask = |flag: &str| {
+        let out = std::process::Command::new(sdv)
+            .arg(flag)
+            .output()
+            .expect("systemd-detect-virt runs");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let (container, vm) = (ask("--container"), ask("--vm"));
+    let (role, kind) = match (container.as_str(), vm.as_str()) {
+        ("none", "none") => (VirtualizationRole::Host, "none".to_string()),
+        ("none", _) => (VirtualizationRole::Vm, vm),
+        _ => (VirtualizationRole::Container, container),
+    };
+    Virtualization {
+        role,
+        kind,
+        source: "systemd-detect-virt".into(),
+    }
 }
 
 fn assert_progress(progress: &[Progress]) {
@@ -148,18 +215,21 @@ async fn full_scan_of_this_machine() {
     let keys = Keys::generate();
     let sshd = Sshd::start(&keys, Options::default()).await;
     let (_known, opts) = tofu_options(&keys);
+    let own = OwnSockets::open();
     let (outcome, progress) =
         scan_with(&sshd.target(), ScanType::Full, &opts, &Limits::default()).await;
     assert!(outcome.error.is_none(), "{:?}", outcome.error);
     let r = &outcome.results;
     assert_quick_facts(r);
     assert_progress(&progress);
+    own.assert_listed(r, true);
+    assert_reboot_required(r);
 
     let packages = r.packages.as_ref().expect("packages");
     assert_eq!(packages.manager, "dpkg");
     let installed = run("dpkg-query", &["-W", "-f", "${db:Status-Abbrev}\n"])
         .lines()
-        .filter(|l| l.starts_with("ii") || l.starts_with("hi"))
+        .filter(|l| matches!(l.get(1..2), Some("i" | "t" | "W")))
         .count() as u64;
     assert_eq!(packages.count, installed);
     assert!(!packages.recent.is_empty() && packages.recent.len() <= 50);
@@ -199,6 +269,72 @@ async fn full_scan_of_this_machine() {
     assert!(lo.mtu > 0);
 }
 
+/// A TCP listener and a bound UDP socket this test opened itself.
+struct OwnSockets {
+    tcp: std::net::TcpListener,
+    udp: std::net::UdpSocket,
+}
+
+impl OwnSockets {
+    fn open() -> Self {
+        Self {
+            tcp: std::net::TcpListener::bind("127.0.0.1:0").expect("bind tcp"),
+            udp: std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp"),
+        }
+    }
+
+    /// Both appear; with `owners`, under this process's pid and name.
+    fn assert_listed(&self, r: &ScanResults, owners: bool) {
+        let me = std::process::id() as i32;
+        let comm = std::fs::read_to_string("/proc/self/comm").expect("comm");
+        for (protocol, port) in [
+            ("tcp", self.tcp.local_addr().expect("addr").port()),
+            ("udp", self.udp.local_addr().expect("addr").port()),
+        ] {
+            let s = r
+                .listening_sockets
+                .iter()
+                .find(|s| s.protocol == protocol && s.port == u32::from(port))
+                .unwrap_or_else(|| panic!("{protocol} {port} not in {:?}", r.listening_sockets));
+            assert_eq!(
+                (s.family.as_str(), s.local_address.as_str()),
+                ("inet", "127.0.0.1")
+            );
+            if owners {
+                assert_eq!(s.pid, Some(me), "{s:?}");
+                assert_eq!(s.process, comm.trim(), "{s:?}");
+            }
+        }
+    }
+}
+
+/// reboot_required against this machine's marker file and kernels.
+fn assert_reboot_required(r: &ScanResults) {
+    use hostscan::model::facts::RebootStatus;
+    let reboot = r.reboot_required.as_ref().expect("reboot_required");
+    let running = run("uname", &["-r"]);
+    assert_eq!(reboot.running_kernel, running.trim());
+    let marker = std::path::Path::new("/var/run/reboot-required").exists();
+    let modules: Vec<String> = std::fs::read_dir("/lib/modules")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(|c: char| c.is_ascii_digit()))
+                .collect()
+        })
+        .unwrap_or_default();
+    if marker {
+        assert_eq!(reboot.status, RebootStatus::Required, "{reboot:?}");
+    } else if modules.is_empty() {
+        // A container: no kernels to compare, no marker.
+        assert_eq!(reboot.status, RebootStatus::Unknown, "{reboot:?}");
+        assert_eq!(reboot.newest_kernel, "");
+    } else {
+        assert_ne!(reboot.status, RebootStatus::Unknown, "{reboot:?}");
+        assert!(modules.contains(&reboot.newest_kernel), "{reboot:?}");
+    }
+}
+
 #[tokio::test]
 async fn busybox_userland_yields_the_same_facts() {
     let keys = Keys::generate();
@@ -212,17 +348,21 @@ async fn busybox_userland_yields_the_same_facts() {
     )
     .await;
     let (_known, opts) = tofu_options(&keys);
+    let own = OwnSockets::open();
     let (outcome, _) = scan_with(&sshd.target(), ScanType::Full, &opts, &Limits::default()).await;
     assert!(outcome.error.is_none(), "{:?}", outcome.error);
     let r = &outcome.results;
     assert_quick_facts(r);
-    // busybox ps has no pcpu: the busybox branch ran and sorted locally.
+    // busybox ps cuts user names: the processes came from /proc, with
+    // account names from uids.
     assert!(!r.processes.is_empty());
-    assert!(
-        r.processes.iter().all(|p| p.cpu_percent == 0.0),
-        "{:?}",
-        r.processes
-    );
+    let me = std::process::id() as i32;
+    if let Some(p) = r.processes.iter().find(|p| p.pid == me) {
+        assert_eq!(p.user, crate::support::current_user());
+    }
+    // Debian's busybox netstat has no -p: sockets without owners.
+    own.assert_listed(r, false);
+    assert_reboot_required(r);
     assert!(
         r.processes
             .windows(2)

@@ -206,7 +206,7 @@ async fn a_missing_command_is_a_step_error() {
     let keys = Keys::generate();
     let (sshd, _userland) = Sshd::with_fakes(
         &keys,
-        &[("ps", "echo 'sh: 1: ps: not found' >&2; exit 127")],
+        &[("df", "echo 'sh: 1: df: not found' >&2; exit 127")],
     )
     .await;
     let (_known, opts) = tofu_options(&keys);
@@ -214,9 +214,43 @@ async fn a_missing_command_is_a_step_error() {
     assert!(outcome.error.is_none(), "{:?}", outcome.error);
     let r = &outcome.results;
     assert_eq!(r.step_errors.len(), 1, "{:?}", r.step_errors);
-    assert_eq!(r.step_errors[0].step, "processes");
-    assert!(r.processes.is_empty());
+    assert_eq!(r.step_errors[0].step, "disks");
+    assert!(r.disks.is_empty());
     assert!(r.packages.is_some() && !r.network_interfaces.is_empty() && r.memory.is_some());
+}
+
+/// Without `ps` (or with one that fails on every option), the processes
+/// come from `/proc` directly, with account names from uids.
+#[tokio::test]
+async fn processes_without_ps_come_from_proc() {
+    let keys = Keys::generate();
+    let (sshd, _userland) = Sshd::with_fakes(
+        &keys,
+        &[("ps", "echo 'sh: 1: ps: not found' >&2; exit 127")],
+    )
+    .await;
+    let (_known, opts) = tofu_options(&keys);
+    let (outcome, _) = scan_with(&sshd.target(), ScanType::Full, &opts, &Limits::default()).await;
+    assert!(outcome.error.is_none(), "{:?}", outcome.error);
+    let r = &outcome.results;
+    assert!(r.step_errors.is_empty(), "{:?}", r.step_errors);
+    assert!(!r.processes.is_empty() && r.processes.len() <= 20);
+    let me = std::process::id() as i32;
+    // This test process is big enough to be listed, under its own user.
+    if let Some(p) = r.processes.iter().find(|p| p.pid == me) {
+        assert_eq!(p.user, crate::support::current_user());
+        assert!(p.rss_bytes > 0, "{p:?}");
+    }
+    assert!(
+        r.processes
+            .windows(2)
+            .all(|w| w[0].rss_bytes >= w[1].rss_bytes)
+    );
+    assert!(
+        r.processes
+            .iter()
+            .all(|p| !p.user.is_empty() && !p.user.ends_with('+'))
+    );
 }
 
 #[tokio::test]
@@ -243,7 +277,7 @@ async fn a_connection_dropped_mid_command_fails_the_scan_and_keeps_what_was_coll
             Some(p) = rx.recv() => {
                 if p.state == StepState::Finished && p.step != "connect" {
                     finished += 1;
-                    if finished == 4 {
+                    if finished == scan::plan(ScanType::Quick).count() - 1 {
                         proxy.cut();
                     }
                 }
@@ -286,7 +320,7 @@ async fn cancel_stops_a_running_scan_at_once() {
             Some(p) = rx.recv() => {
                 if p.state == StepState::Finished && p.step != "connect" {
                     finished += 1;
-                    if finished == 4 {
+                    if finished == scan::plan(ScanType::Quick).count() - 1 {
                         cancel.cancel();
                         cancelled_at = Some(Instant::now());
                     }

@@ -19,6 +19,7 @@ fn new_scan(host: &str) -> NewScan {
         username: "scanner".into(),
         scan_type: ScanType::Quick,
         request_id: None,
+        proxy_jump: String::new(),
     }
 }
 

@@ -269,17 +269,32 @@ fn call(sshd_port: u16, refused_port: u16, user: String) -> BoxedStrategy<Call> 
     // Mostly valid, so that many scans run and get watched.
     let scan_type = prop_oneof![3 => 1i32..=2, 1 => enum_value()];
     let request_id = prop_oneof![3 => Just(String::new()), 2 => "[a-z]{1,3}", 1 => text()];
-    let start = (host.clone(), port, username, scan_type, request_id).prop_map(
-        |(hostname, port, username, scan_type, request_id)| {
-            Call::Start(pb::StartScanRequest {
-                hostname,
-                port,
-                username,
-                scan_type,
-                request_id,
-            })
-        },
-    );
+    let proxy_jump = prop_oneof![
+        4 => Just(String::new()),
+        1 => Just("none".to_string()),
+        1 => Just(format!("127.0.0.1:{refused_port}")),
+        2 => text(),
+    ];
+    let start = (
+        host.clone(),
+        port,
+        username,
+        scan_type,
+        request_id,
+        proxy_jump,
+    )
+        .prop_map(
+            |(hostname, port, username, scan_type, request_id, proxy_jump)| {
+                Call::Start(pb::StartScanRequest {
+                    hostname,
+                    port,
+                    username,
+                    scan_type,
+                    request_id,
+                    proxy_jump,
+                })
+            },
+        );
     let list = (
         host,
         enum_value(),
@@ -335,6 +350,7 @@ const FIELDS: &[&str] = &[
     "after_sequence",
     "hostname_prefix",
     "os_id",
+    "proxy_jump",
 ];
 
 /// A rejected call is fine if it says which field, or that the scan does
@@ -397,6 +413,14 @@ async fn random_requests_through_every_rpc() {
                 .is_ok_and(|h| !matches!(h.as_str(), "127.0.0.1" | "::1" | "localhost"))
         {
             r.hostname.push(' ');
+        }
+        // Jump hosts too: anything valid but not a refused loopback port
+        // becomes one.
+        if let Call::Start(r) = &mut c
+            && hostscan::api::validate_proxy_jump(&r.proxy_jump)
+                .is_ok_and(|j| !j.is_empty() && j != "none")
+        {
+            r.proxy_jump = format!("127.0.0.1:{refused}");
         }
         // Most watches and gets aim at scans that exist.
         if !created.is_empty() && i % 3 != 0 {

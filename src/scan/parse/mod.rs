@@ -9,14 +9,19 @@
 
 use std::fmt;
 
+pub mod cpu;
 pub mod disks;
 pub mod hostname;
+pub mod listening;
 pub mod memory;
 pub mod network;
 pub mod os;
 pub mod packages;
 pub mod processes;
+pub mod reboot;
+pub mod timezone;
 pub mod uptime;
+pub mod virtualization;
 
 /// Why a step's output could not be turned into facts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,6 +214,11 @@ mod proptests {
         ("packages", |s| drop(super::packages::parse(s))),
         ("processes", |s| drop(super::processes::parse(s))),
         ("network", |s| drop(super::network::parse(s))),
+        ("cpu", |s| drop(super::cpu::parse(s))),
+        ("virtualization", |s| drop(super::virtualization::parse(s))),
+        ("timezone", |s| drop(super::timezone::parse(s))),
+        ("listening_sockets", |s| drop(super::listening::parse(s))),
+        ("reboot_required", |s| drop(super::reboot::parse(s))),
     ];
 
     macro_rules! fixtures {
@@ -258,6 +268,51 @@ mod proptests {
         "freebsd14/packages.documented.txt",
         "freebsd14/processes.documented.txt",
         "freebsd14/network.documented.txt",
+        "freebsd14-p2p/network.documented.txt",
+        "debian12-p2p/network.txt",
+        "debian12-p2p/network-ip-o.txt",
+        "debian12-p2p/network-ifconfig.txt",
+        "busybox-on-debian12-p2p/network.txt",
+        "busybox-on-debian12-p2p/network-ifconfig.txt",
+        "macos14/os.documented.txt",
+        "macos14/network.documented.txt",
+        "centos6/os.documented.txt",
+        "rhel6/os.documented.txt",
+        "sles11/os.documented.txt",
+        "opensuse13/os.documented.txt",
+        "ubuntu14/os.documented.txt",
+        "alpine-old/os.documented.txt",
+        "gentoo/os.documented.txt",
+        "slackware14/os.documented.txt",
+        "openwrt19/os.documented.txt",
+        "amazon2018/os.documented.txt",
+        "debian12/cpu.txt",
+        "debian12/cpu-lscpu.txt",
+        "debian12/virtualization.txt",
+        "debian12/timezone.txt",
+        "debian12/listening_sockets.txt",
+        "debian12/listening_sockets-netstat.txt",
+        "debian12/listening_sockets-proc.txt",
+        "debian12/reboot_required.txt",
+        "busybox-on-debian12/cpu.txt",
+        "busybox-on-debian12/virtualization.txt",
+        "busybox-on-debian12/timezone.txt",
+        "busybox-on-debian12/listening_sockets.txt",
+        "busybox-on-debian12/reboot_required.txt",
+        "freebsd14/cpu.documented.txt",
+        "freebsd14/listening_sockets.documented.txt",
+        "freebsd14/reboot_required.documented.txt",
+        "macos14/cpu.documented.txt",
+        "macos14/listening_sockets.documented.txt",
+        "xeon-2s/cpu.documented.txt",
+        "raspbian/cpu.documented.txt",
+        "centos7/listening_sockets.documented.txt",
+        "debian11/processes.txt",
+        "debian11/processes-user-column.txt",
+        "debian13/processes.txt",
+        "busybox-on-debian12/processes-plain.txt",
+        "busybox-on-debian12/processes-plain-vsz.txt",
+        "dpkg-states/packages.documented.txt",
     ];
 
     fn all(s: &str) {
@@ -301,6 +356,47 @@ mod proptests {
             "@@ps-bsd",
             "@@ps-busybox",
             "@@memtotal",
+            "@@lscpu",
+            "@@cpuinfo",
+            "@@sdv-container",
+            "@@sdv-vm",
+            "@@files",
+            "@@container",
+            "@@dmi",
+            "@@cpu-flags",
+            "@@lscpu-hypervisor",
+            "@@localtime-link",
+            "@@etc-timezone",
+            "@@date",
+            "@@timedatectl",
+            "@@ss",
+            "@@ss-old",
+            "@@netstat",
+            "@@netstat-bsd",
+            "@@sockstat",
+            "@@proc-net-tcp",
+            "@@proc-net-udp6",
+            "@@uname-r",
+            "@@reboot-required",
+            "@@reboot-required-pkgs",
+            "@@needs-restarting",
+            "@@modules",
+            "@@boot",
+            "@@freebsd-version",
+            "@@proc-version",
+            "@@dpkg-kernel",
+            "@@ps-plain",
+            "@@passwd",
+            "@@proc-stat",
+            "@@proc-cmdline",
+            "@@clk-tck",
+            "@@uptime",
+            "@@lsb_release",
+            "@@sw_vers",
+            "@@release /etc/redhat-release",
+            "@@release /etc/lsb-release",
+            "@@release /etc/debian_version",
+            "@@release /etc/SuSE-release",
             "@@ip-json",
             "@@ip-link",
             "@@ip-addr",
@@ -380,6 +476,42 @@ mod proptests {
                 ".",
                 "..",
                 "/",
+                "-->",
+                "LISTEN",
+                "UNCONN",
+                "users:((\"",
+                ",pid=",
+                "0A",
+                "0100007F:0016",
+                "CPU(s):",
+                "Socket(s):",
+                "processor\t:",
+                "physical id",
+                "siblings",
+                "cpu cores",
+                "exit=1",
+                "* ",
+                "zoneinfo/",
+                "+0130",
+                "container=",
+                "sys_vendor=",
+                "peer",
+                "P-t-P:",
+                "destination",
+                "+",
+                "UID",
+                "USER",
+                "VSZ",
+                "STAT",
+                "COMMAND",
+                "release",
+                "VERSION = ",
+                "DISTRIB_ID=",
+                "Distributor ID:",
+                "(x)",
+                "ri ",
+                "rc ",
+                "pi ",
             ]),
             0..12,
         )
@@ -448,6 +580,11 @@ mod proptests {
                 "packages" => super::packages::parse(text).is_ok_and(|p| p.count > 0),
                 "processes" => super::processes::parse(text).is_ok_and(|p| !p.is_empty()),
                 "network" => super::network::parse(text).is_ok_and(|n| !n.is_empty()),
+                "cpu" => super::cpu::parse(text).is_ok_and(|c| c.logical_cpus > 0),
+                "virtualization" => super::virtualization::parse(text).is_ok(),
+                "timezone" => super::timezone::parse(text).is_ok_and(|t| !t.name.is_empty()),
+                "listening_sockets" => super::listening::parse(text).is_ok_and(|l| !l.is_empty()),
+                "reboot_required" => super::reboot::parse(text).is_ok(),
                 other => panic!("fixture {path}: unknown step {other}"),
             };
             assert!(ok, "fixture {path} did not parse");
@@ -485,6 +622,19 @@ mod proptests {
             }),
             ("network", super::network::SCRIPT, |s| {
                 super::network::parse(s).is_ok()
+            }),
+            ("cpu", super::cpu::SCRIPT, |s| super::cpu::parse(s).is_ok()),
+            ("virtualization", super::virtualization::SCRIPT, |s| {
+                super::virtualization::parse(s).is_ok()
+            }),
+            ("timezone", super::timezone::SCRIPT, |s| {
+                super::timezone::parse(s).is_ok()
+            }),
+            ("listening_sockets", super::listening::SCRIPT, |s| {
+                super::listening::parse(s).is_ok()
+            }),
+            ("reboot_required", super::reboot::SCRIPT, |s| {
+                super::reboot::parse(s).is_ok()
             }),
         ];
         let shells: &[&[&str]] = &[

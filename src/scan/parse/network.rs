@@ -241,7 +241,15 @@ fn ip_oneline(link: &str, addr: &str) -> Vec<NetworkInterface> {
             continue;
         }
         let name = link_name(raw);
-        let (a, prefix) = split_prefix(cidr);
+        let (a, mut prefix) = split_prefix(cidr);
+        // `inet 10.0.0.1 peer 10.0.0.2/32 scope ...`: the local address has
+        // no prefix of its own; the one after the peer is the link's.
+        if prefix.is_none()
+            && toks.get(4) == Some(&"peer")
+            && let Some(peer) = toks.get(5)
+        {
+            prefix = split_prefix(peer).1;
+        }
         let Some(addr) = address(family, a, prefix.unwrap_or_else(|| default_prefix(family)))
         else {
             continue;
@@ -368,6 +376,14 @@ impl Block {
         }
     }
 
+    /// `inet 192.0.2.1 netmask 0xffffff00 ...` (BSD), `inet 192.0.2.1/24`,
+    /// `inet addr:192.0.2.1  Mask:255.255.255.0` (old net-tools, busybox),
+    /// and point-to-point forms: `inet 192.0.2.65 --> 192.0.2.66/24` (FreeBSD
+    /// CIDR output: the prefix after the peer belongs to the local address),
+    /// `inet 10.0.0.1 --> 10.0.0.2 netmask 0xffffffff` (macOS, OpenBSD),
+    /// `inet 10.0.0.1  netmask 255.255.255.255  destination 10.0.0.2` (net-tools)
+    /// and `inet addr:10.0.0.1  P-t-P:10.0.0.2  Mask:...`. The peer is never
+    /// an address of this interface.
     fn inet(&mut self, toks: &[&str]) {
         let t = |k: usize| toks.get(k).copied().unwrap_or("");
         let (raw, mut prefix) = match t(1).strip_prefix("addr:") {
@@ -383,6 +399,12 @@ impl Block {
                 None
             };
             if let Some(p) = mask.and_then(netmask_prefix) {
+                prefix = Some(p);
+            }
+            if *tok == "-->"
+                && prefix.is_none()
+                && let (_, Some(p)) = split_prefix(t(k + 1))
+            {
                 prefix = Some(p);
             }
         }
@@ -562,6 +584,57 @@ mod tests {
         assert_eq!(eth0.addresses, [a("inet", "10.244.1.7", 24)]);
         // An address whose link line is missing still gets an interface.
         assert_eq!(find(&v, "tun0").addresses, [a("inet", "10.8.0.1", 32)]);
+    }
+
+    /// Point-to-point links: the prefix is the local address's, the peer is
+    /// not an address of the interface. Real captures of a tun device with
+    /// `ip addr add 192.0.2.65 peer 192.0.2.66/24` in every Linux form.
+    #[test]
+    fn point_to_point_real_linux() {
+        let fixtures = [
+            include_str!("../../../tests/fixtures/debian12-p2p/network.txt"),
+            include_str!("../../../tests/fixtures/debian12-p2p/network-ip-o.txt"),
+            include_str!("../../../tests/fixtures/debian12-p2p/network-ifconfig.txt"),
+            include_str!("../../../tests/fixtures/busybox-on-debian12-p2p/network.txt"),
+            include_str!("../../../tests/fixtures/busybox-on-debian12-p2p/network-ifconfig.txt"),
+        ];
+        for text in fixtures {
+            let v = parse(text).expect("parses");
+            let tun = find(&v, "tun0");
+            assert_eq!(tun.addresses[0], a("inet", "192.0.2.65", 24), "{text}");
+            assert!(
+                tun.addresses.iter().all(|x| !x.address.ends_with("::2")
+                    && !x.address.ends_with(".66")
+                    && !x.address.ends_with(".2")),
+                "{:?}",
+                tun.addresses
+            );
+            assert!(
+                tun.addresses.contains(&a("inet6", "2001:db8::1", 64)),
+                "{text}"
+            );
+            if let Some(second) = tun.addresses.iter().find(|x| x.address == "198.51.100.1") {
+                assert_eq!(second.prefix_length, 32);
+            }
+        }
+    }
+
+    #[test]
+    fn point_to_point_bsd_documented() {
+        let v = parse(include_str!(
+            "../../../tests/fixtures/freebsd14-p2p/network.documented.txt"
+        ))
+        .expect("parses");
+        assert_eq!(find(&v, "tun0").addresses[0], a("inet", "192.0.2.65", 24));
+        assert_eq!(find(&v, "tun0").addresses.len(), 2);
+        assert_eq!(find(&v, "gif0").addresses, [a("inet", "10.8.0.1", 32)]);
+        let mac = parse(include_str!(
+            "../../../tests/fixtures/macos14/network.documented.txt"
+        ))
+        .expect("parses");
+        let utun = find(&mac, "utun3");
+        assert_eq!(utun.addresses[0], a("inet", "10.8.0.6", 32));
+        assert_eq!(find(&mac, "en0").addresses, [a("inet", "192.168.1.23", 24)]);
     }
 
     #[test]

@@ -26,7 +26,7 @@ if [ -d /var/lib/dpkg ] && command -v dpkg-query >/dev/null 2>&1; then
 fi
 if { [ -d /var/lib/rpm ] || [ -d /usr/lib/sysimage/rpm ]; } && command -v rpm >/dev/null 2>&1; then
   echo @@rpm
-  rpm -qa --qf '%{INSTALLTIME}\t%{NAME}\t%{VERSION}-%{RELEASE}\n' 2>/dev/null </dev/null
+  rpm -qa --qf '%{INSTALLTIME}\t%{NAME}\t%|EPOCH?{%{EPOCH}:}:{}|%{VERSION}-%{RELEASE}\n' 2>/dev/null </dev/null
   found=1
 fi
 if [ -r /lib/apk/db/installed ]; then
@@ -120,7 +120,12 @@ fn push_bounded(pkgs: &mut Vec<Package>, p: Package) {
     }
 }
 
-/// `status\tlast-modified\tname\tversion`; installed = `ii` or `hi`.
+/// `status\tlast-modified\tname\tversion`. `${db:Status-Abbrev}` is the
+/// selection (`u`nknown, `i`nstall, `h`old, `r`emove, `p`urge), then the
+/// status, then an error flag. Installed means the status letter: `i`
+/// (installed), or `t`/`W` (installed, a trigger pending or awaited), so
+/// `ii`, `hi`, `ri`, `pi` count and `rc`, `in`, `ic`, `un`, `iU` do not.
+/// `${Version}` is dpkg's own string, epoch included (`2:9.0.1378-2`).
 fn dpkg(body: &str, log: Option<&str>) -> (u64, Vec<Package>) {
     let mut count = 0u64;
     let mut missing: Vec<(String, String)> = Vec::new();
@@ -132,7 +137,7 @@ fn dpkg(body: &str, log: Option<&str>) -> (u64, Vec<Package>) {
         else {
             continue;
         };
-        if !(status.starts_with("ii") || status.starts_with("hi")) || name.trim().is_empty() {
+        if !dpkg_installed(status) || name.trim().is_empty() {
             continue;
         }
         count = count.saturating_add(1);
@@ -153,6 +158,14 @@ fn dpkg(body: &str, log: Option<&str>) -> (u64, Vec<Package>) {
         }
     }
     (count, pkgs)
+}
+
+fn dpkg_installed(status: &str) -> bool {
+    let mut letters = status.chars();
+    matches!(
+        (letters.next(), letters.next()),
+        (Some('u' | 'i' | 'h' | 'r' | 'p'), Some('i' | 't' | 'W'))
+    )
 }
 
 /// Latest install/upgrade time per package name from dpkg.log lines
@@ -218,7 +231,8 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// rpm and FreeBSD pkg: `time\tname\tversion`. Every line with a name
+/// rpm (`[EPOCH:]VERSION-RELEASE`, as `rpm -q` shows it with an epoch)
+/// and FreeBSD pkg (`%v`, whose `,N` suffix is pkg's epoch): `time\tname\tversion`. Every line with a name
 /// counts (rpm's gpg-pubkey entries included, as `rpm -qa | wc -l`).
 fn tab_separated(body: &str) -> (u64, Vec<Package>) {
     let mut count = 0u64;
@@ -329,6 +343,39 @@ mod tests {
         assert_eq!(p.recent[0].installed_at, Some(1_706_745_600));
     }
 
+    /// The issue's rows: 5 installed, whatever the selection.
+    #[test]
+    fn dpkg_states_documented() {
+        let p = parse(include_str!(
+            "../../../tests/fixtures/dpkg-states/packages.documented.txt"
+        ))
+        .expect("parses");
+        assert_eq!(p.count, 5);
+        let mut names: Vec<&str> = p.recent.iter().map(|x| x.name.as_str()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["base-files", "libc6", "nginx", "vim", "vim-runtime"]
+        );
+    }
+
+    /// The same kind, with trigger states.
+    #[test]
+    fn dpkg_counts_by_status_letter() {
+        let text = "@@dpkg\nii \t1\tbase-files\t12.4+deb12u5\nii \t2\tlibc6\t2.36-9+deb12u4\n\
+                    hi \t3\tnginx\t1.22.1-9\nri \t4\tvim\t2:9.0.1378-2\npi \t5\tvim-runtime\t2:9.0.1378-2\n\
+                    rc \t6\tapache2\t2.4.57-2\nin \t\tsquid\t\nic \t7\tsquid-common\t5.7-2\n\
+                    un \t\told-tool\t\niU \t8\thalf\t1\nit \t9\ttrig\t1\n";
+        let p = parse(text).expect("parses");
+        assert_eq!(p.count, 6);
+        let names: Vec<&str> = p.recent.iter().map(|x| x.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["trig", "vim-runtime", "vim", "nginx", "libc6", "base-files"]
+        );
+        assert_eq!(p.recent[2].version, "2:9.0.1378-2");
+    }
+
     #[test]
     fn rhel9_documented() {
         let p = parse(include_str!(
@@ -342,6 +389,15 @@ mod tests {
         assert_eq!(p.recent[0].installed_at, Some(1_714_000_500));
         assert_eq!(p.recent[1].name, "kernel-core");
         assert_eq!(p.recent[1].version, "5.14.0-427.13.1.el9_4");
+        // Epochs as `rpm -q --qf '%{EPOCH}:…'` shows them (RHEL 9's own).
+        let version = |n: &str| {
+            p.recent
+                .iter()
+                .find(|x| x.name == n)
+                .map(|x| x.version.as_str())
+        };
+        assert_eq!(version("openssl-libs"), Some("1:3.0.7-27.el9"));
+        assert_eq!(version("shadow-utils"), Some("2:4.9-8.el9"));
     }
 
     #[test]
@@ -379,9 +435,12 @@ mod tests {
         ))
         .expect("parses");
         assert_eq!(p.manager, "pkg");
-        assert_eq!(p.count, 7);
-        assert_eq!(p.recent[0].name, "sudo");
-        assert_eq!(p.recent[0].version, "1.9.15p5_4");
+        assert_eq!(p.count, 8);
+        // pkg's epoch is the `,N` suffix.
+        assert_eq!(p.recent[0].name, "jpeg-turbo");
+        assert_eq!(p.recent[0].version, "3.0.3,1");
+        assert_eq!(p.recent[1].name, "sudo");
+        assert_eq!(p.recent[1].version, "1.9.15p5_4");
     }
 
     #[test]

@@ -5,8 +5,10 @@
 
 #![allow(dead_code)]
 
+pub mod agent;
 pub mod db;
 pub mod faults;
+pub mod netns;
 pub mod pg;
 pub mod server;
 pub mod sshd;
