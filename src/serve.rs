@@ -476,8 +476,9 @@ async fn wait_for_database(store: &Store, wait: Duration) -> anyhow::Result<()> 
         let now = tokio::time::Instant::now();
         if now >= deadline {
             anyhow::bail!(
-                "the database did not answer within --database-wait {}s ({attempts} attempts): {error}",
-                wait.as_secs()
+                "the database did not answer within --database-wait {}s ({attempts} {}): {error}",
+                wait.as_secs(),
+                if attempts == 1 { "attempt" } else { "attempts" }
             );
         }
         if attempts == 1 {
