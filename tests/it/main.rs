@@ -10,3 +10,4 @@ mod faults;
 mod reach;
 mod store;
 mod userlands;
+mod watch_all;
