@@ -171,11 +171,11 @@ impl Forwarder {
                     })));
                 }
                 changed = self.resyncs.changed() => {
-                    if changed.is_ok() {
-                        if let Err(e) = self.snapshot(Some(self.last_time)).await {
-                            self.done = true;
-                            return Some(Err(status(e)));
-                        }
+                    if changed.is_ok()
+                        && let Err(e) = self.snapshot(Some(self.last_time)).await
+                    {
+                        self.done = true;
+                        return Some(Err(status(e)));
                     }
                 }
                 received = self.events.recv() => match received {
