@@ -198,6 +198,9 @@ impl From<&model::ScanEvent> for ScanEvent {
             time: Some(timestamp(e.time)),
             scan: e.scan.as_ref().map(Scan::from),
             heartbeat: false,
+            hostname: e.hostname.clone(),
+            scan_type: ScanType::from(e.scan_type) as i32,
+            resume_token: String::new(),
         }
     }
 }

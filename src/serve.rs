@@ -542,7 +542,24 @@ async fn bridge(
             s = signals.recv() => match s { Some(s) => s, None => return },
         };
         match signal {
-            Signal::Pending => workers.wake(),
+            Signal::Pending { scan_id, created } => {
+                workers.wake();
+                // A scan another replica created: its first event, for
+                // WatchScans subscribers here (requeues come as events).
+                if let Some((scan_type, hostname)) = created {
+                    hub.publish(ScanEvent {
+                        scan_id,
+                        sequence: 1,
+                        status: crate::model::ScanStatus::Pending,
+                        progress: 0,
+                        current_step: String::new(),
+                        time: chrono::Utc::now(),
+                        hostname,
+                        scan_type,
+                        scan: None,
+                    });
+                }
+            }
             Signal::Cancel { scan_id } => {
                 workers.cancel_local(scan_id);
             }
@@ -551,9 +568,11 @@ async fn bridge(
                 sequence,
                 status,
                 progress,
+                scan_type,
+                hostname,
                 current_step,
             } => {
-                if !hub.is_watched(scan_id) {
+                if !hub.is_watched(scan_id) && !hub.has_subscribers_to_all() {
                     continue;
                 }
                 // Terminal events carry the whole scan: read it once here.
@@ -568,11 +587,14 @@ async fn bridge(
                     progress,
                     current_step,
                     time: chrono::Utc::now(),
+                    hostname,
+                    scan_type,
                     scan: scan.filter(|s| s.sequence == sequence),
                 });
             }
             Signal::Resync => {
                 workers.wake();
+                hub.resync_all();
                 for scan_id in hub.watched() {
                     if let Ok(Some(scan)) = store.get(scan_id).await {
                         let mut event = ScanEvent::snapshot(&scan);

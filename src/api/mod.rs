@@ -8,6 +8,7 @@
 mod deferred;
 mod validate;
 mod watch;
+mod watch_all;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -184,6 +185,10 @@ impl ScanService for ScanApi {
             crate::metrics::scan_created(scan.scan_type);
             tracing::info!(scan_id = scan.id, target = %format!("{}@{}:{}", scan.username, scan.hostname, scan.port), scan_type = %scan.scan_type, "scan queued");
             self.workers.wake();
+            // WatchScans subscribers see new scans from their first state.
+            let mut created = ScanEvent::snapshot(&scan);
+            created.scan = None;
+            self.hub.publish(created);
         }
         Ok(Response::new(pb::Scan::from(&scan)))
     }
@@ -203,30 +208,15 @@ impl ScanService for ScanApi {
         request: Request<pb::ListScansRequest>,
     ) -> Result<Response<pb::ListScansResponse>, Status> {
         let r = request.into_inner();
-        let status_filter = match pb::ScanStatus::try_from(r.status) {
-            Ok(s) => s.to_model(),
-            Err(_) => {
-                return Err(Status::invalid_argument(format!(
-                    "status: unknown value {}",
-                    r.status
-                )));
-            }
-        };
-        let type_filter = match pb::ScanType::try_from(r.scan_type) {
-            Ok(t) => t.to_model(),
-            Err(_) => {
-                return Err(Status::invalid_argument(format!(
-                    "scan_type: unknown value {}",
-                    r.scan_type
-                )));
-            }
-        };
+        let status_filter = validate::status_filter(r.status)?;
+        let type_filter = validate::type_filter(r.scan_type)?;
         let query = ListQuery {
             hostname: validate::hostname_filter(&r.hostname)?,
             status: status_filter,
             scan_type: type_filter,
             limit: validate::page_size(r.page_size)?,
             before_id: validate::page_token(&r.page_token)?,
+            finished_since: None,
         };
         let page = self.store.list(query).await.map_err(status)?;
         Ok(Response::new(pb::ListScansResponse {
@@ -259,6 +249,27 @@ impl ScanService for ScanApi {
                 .unwrap_or_default(),
             total_size: page.total,
         }))
+    }
+
+    type WatchScansStream = watch::WatchStream;
+
+    async fn watch_scans(
+        &self,
+        request: Request<pb::WatchScansRequest>,
+    ) -> Result<Response<Self::WatchScansStream>, Status> {
+        let r = request.into_inner();
+        let filter = watch_all::Filter {
+            hostname: match r.hostname.as_str() {
+                "" => None,
+                h => Some(validate::hostname(h)?),
+            },
+            status: validate::status_filter(r.status)?,
+            scan_type: validate::type_filter(r.scan_type)?,
+        };
+        let resume = watch_all::parse_token(&r.resume_token)?;
+        watch_all::start(self, filter, resume)
+            .await
+            .map(Response::new)
     }
 
     type WatchScanStream = watch::WatchStream;

@@ -2,6 +2,8 @@
 
 use std::net::IpAddr;
 
+use crate::model::{ScanStatus, ScanType};
+
 /// A field and what is wrong with it; becomes INVALID_ARGUMENT.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invalid {
@@ -244,6 +246,20 @@ pub fn scan_id(value: i64) -> Result<i64, Invalid> {
             format!("must be a positive scan id, got {value}"),
         ))
     }
+}
+
+/// A ScanStatus filter: UNSPECIFIED means any.
+pub fn status_filter(value: i32) -> Result<Option<ScanStatus>, Invalid> {
+    crate::pb::ScanStatus::try_from(value)
+        .map(crate::pb::ScanStatus::to_model)
+        .map_err(|_| invalid("status", format!("unknown value {value}")))
+}
+
+/// A ScanType filter: UNSPECIFIED means any.
+pub fn type_filter(value: i32) -> Result<Option<ScanType>, Invalid> {
+    crate::pb::ScanType::try_from(value)
+        .map(crate::pb::ScanType::to_model)
+        .map_err(|_| invalid("scan_type", format!("unknown value {value}")))
 }
 
 pub const DEFAULT_PAGE_SIZE: i64 = 50;

@@ -1,7 +1,8 @@
-//! The event hub: one tokio broadcast channel per watched scan.
+//! The event hub: one tokio broadcast channel per watched scan, and one for
+//! every event of every scan (WatchScans).
 //!
-//! Channels are created when the first watcher subscribes and removed when
-//! the last one leaves. Publishers (the worker, the API's cancel, the
+//! Per-scan channels are created when the first watcher subscribes and
+//! removed when the last one leaves. Publishers (the worker, the API's cancel, the
 //! cross-replica bridge) never block: `publish` is a map lookup and a
 //! broadcast send of an `Arc`, and a slow watcher only lags itself. The hub
 //! knows nothing of storage or gRPC; ordering comes from publishers, who
@@ -24,13 +25,25 @@ pub struct Hub {
     channels: Mutex<HashMap<i64, broadcast::Sender<Arc<ScanEvent>>>>,
     /// Events a watcher may fall behind before it lags (and resyncs).
     capacity: usize,
+    /// Every published event, for WatchScans subscribers (`subscribe_all`).
+    /// Sent to by `publish` only while someone listens; never closed.
+    all: broadcast::Sender<Arc<ScanEvent>>,
+    /// Bumped when events may have been missed (the cross-replica listener
+    /// reconnected): WatchScans subscribers resync. Sent by `resync_all`.
+    generation: tokio::sync::watch::Sender<u64>,
 }
+
+/// Events a WatchScans subscriber may fall behind before it resyncs: it
+/// sees every scan, so it gets a deeper buffer than one scan's watcher.
+const ALL_CAPACITY: usize = 4096;
 
 impl Hub {
     pub fn new(capacity: usize) -> Arc<Self> {
         Arc::new(Self {
             channels: Mutex::new(HashMap::new()),
             capacity: capacity.max(1),
+            all: broadcast::channel(ALL_CAPACITY).0,
+            generation: tokio::sync::watch::channel(0).0,
         })
     }
 
@@ -53,14 +66,44 @@ impl Hub {
         }
     }
 
-    /// Sends `event` to the scan's watchers, if it has any.
+    /// Sends `event` to the scan's watchers and to WatchScans subscribers,
+    /// if there are any.
     pub fn publish(&self, event: ScanEvent) {
         crate::metrics::event_published();
         let tx = self.channels().get(&event.scan_id).cloned();
-        if let Some(tx) = tx {
-            // Err only means every watcher just left.
-            tx.send(Arc::new(event)).ok();
+        let everyone = self.all.receiver_count() > 0;
+        if tx.is_none() && !everyone {
+            return;
         }
+        let event = Arc::new(event);
+        // Err only means every watcher just left.
+        if let Some(tx) = tx {
+            tx.send(Arc::clone(&event)).ok();
+        }
+        if everyone {
+            self.all.send(event).ok();
+        }
+    }
+
+    /// Starts receiving every scan's events published from now on. A
+    /// receiver that falls `ALL_CAPACITY` events behind gets `Lagged`.
+    pub fn subscribe_all(&self) -> broadcast::Receiver<Arc<ScanEvent>> {
+        self.all.subscribe()
+    }
+
+    /// Tells WatchScans subscribers that events may have been missed.
+    pub fn resync_all(&self) {
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Changes when WatchScans subscribers must resync (see `resync_all`).
+    pub fn resyncs(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// True while a WatchScans subscriber listens here.
+    pub fn has_subscribers_to_all(&self) -> bool {
+        self.all.receiver_count() > 0
     }
 
     /// True if someone watches `scan_id` here.
@@ -127,6 +170,8 @@ mod tests {
             progress: 0,
             current_step: String::new(),
             time: Utc::now(),
+            hostname: "h".into(),
+            scan_type: crate::model::ScanType::Quick,
             scan: None,
         }
     }
@@ -149,6 +194,29 @@ mod tests {
         drop(b);
         assert!(!hub.is_watched(1));
         assert!(hub.watched().is_empty());
+    }
+
+    #[tokio::test]
+    async fn everyone_hears_every_scan() {
+        let hub = Hub::new(4);
+        assert!(!hub.has_subscribers_to_all());
+        hub.publish(event(1, 1)); // nobody listens: dropped
+        let mut all = hub.subscribe_all();
+        let mut one = hub.subscribe(2);
+        hub.publish(event(1, 2));
+        hub.publish(event(2, 3));
+        assert_eq!(
+            all.recv().await.map(|e| (e.scan_id, e.sequence)).ok(),
+            Some((1, 2))
+        );
+        assert_eq!(
+            all.recv().await.map(|e| (e.scan_id, e.sequence)).ok(),
+            Some((2, 3))
+        );
+        assert_eq!(one.recv().await.map(|e| e.sequence).ok(), Some(3));
+        assert!(hub.has_subscribers_to_all());
+        drop(all);
+        assert!(!hub.has_subscribers_to_all());
     }
 
     #[tokio::test]

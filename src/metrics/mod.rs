@@ -83,14 +83,17 @@ const DESCRIPTIONS: &[(&str, &str)] = &[
         "Age of the oldest PENDING scan, 0 when none (every replica reports the same value).",
     ),
     (SCANS_RUNNING, "Scans running on this replica's workers."),
-    (WATCH_STREAMS, "Open WatchScan streams on this replica."),
+    (
+        WATCH_STREAMS,
+        "Open WatchScan and WatchScans streams on this replica.",
+    ),
     (
         EVENTS_PUBLISHED,
         "Scan events published to this replica's watchers (local writes and other replicas' notifications).",
     ),
     (
         WATCH_RESYNCS,
-        "Times a WatchScan stream fell behind and was sent a fresh snapshot instead.",
+        "Times a WatchScan or WatchScans stream fell behind and resynced from the database.",
     ),
     (
         DB_POOL_CONNECTIONS,

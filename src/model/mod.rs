@@ -141,6 +141,9 @@ pub struct ScanEvent {
     pub progress: i32,
     pub current_step: String,
     pub time: DateTime<Utc>,
+    /// The scan's host and type: what WatchScans filters on.
+    pub hostname: String,
+    pub scan_type: ScanType,
     /// The whole scan, on terminal events.
     pub scan: Option<Scan>,
 }
@@ -155,6 +158,8 @@ impl ScanEvent {
             progress: scan.progress,
             current_step: scan.current_step.clone(),
             time: Utc::now(),
+            hostname: scan.hostname.clone(),
+            scan_type: scan.scan_type,
             scan: Some(scan.clone()),
         }
     }

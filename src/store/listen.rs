@@ -13,19 +13,25 @@ use diesel::prelude::*;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::model::ScanStatus;
+use crate::model::{ScanStatus, ScanType};
 
 /// Something another replica did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Signal {
-    /// A scan became PENDING.
-    Pending,
+    /// A scan became PENDING: `created` holds a new scan's type and host
+    /// (its first event, sequence 1); `None` for a requeued one.
+    Pending {
+        scan_id: i64,
+        created: Option<(ScanType, String)>,
+    },
     /// A scan's row changed; the new state as the trigger saw it.
     Event {
         scan_id: i64,
         sequence: i64,
         status: ScanStatus,
         progress: i32,
+        scan_type: ScanType,
+        hostname: String,
         current_step: String,
     },
     /// A cancel was requested for a RUNNING scan.
@@ -86,24 +92,30 @@ pub fn run(
 }
 
 /// Decodes a trigger payload; `None` for our own or malformed ones.
-/// Payloads: "id origin" (pending, cancel) and
-/// "id sequence status progress origin current_step" (events).
+/// Payloads: "id origin" (cancel, requeued), "id origin scan_type hostname"
+/// (a new scan) and
+/// "id sequence status progress origin scan_type hostname current_step"
+/// (events).
 fn parse(channel: &str, payload: &str, instance: &str) -> Option<Signal> {
     match channel {
         "hostscan_pending" | "hostscan_cancel" => {
-            let (id, origin) = payload.split_once(' ').unwrap_or((payload, ""));
-            if origin == instance {
+            let mut f = payload.split(' ');
+            let scan_id = f.next()?.parse().ok()?;
+            if f.next().unwrap_or("") == instance {
                 return None;
             }
-            let scan_id = id.parse().ok()?;
             Some(if channel == "hostscan_pending" {
-                Signal::Pending
+                let created = match (f.next(), f.next()) {
+                    (Some(t), Some(host)) => Some((t.parse().ok()?, host.to_string())),
+                    _ => None,
+                };
+                Signal::Pending { scan_id, created }
             } else {
                 Signal::Cancel { scan_id }
             })
         }
         "hostscan_events" => {
-            let mut f = payload.splitn(6, ' ');
+            let mut f = payload.splitn(8, ' ');
             let scan_id = f.next()?.parse().ok()?;
             let sequence = f.next()?.parse().ok()?;
             let status = f.next()?.parse().ok()?;
@@ -111,12 +123,16 @@ fn parse(channel: &str, payload: &str, instance: &str) -> Option<Signal> {
             if f.next()? == instance {
                 return None;
             }
+            let scan_type = f.next()?.parse().ok()?;
+            let hostname = f.next()?.to_string();
             let current_step = f.next().unwrap_or("").to_string();
             Some(Signal::Event {
                 scan_id,
                 sequence,
                 status,
                 progress,
+                scan_type,
+                hostname,
                 current_step,
             })
         }
@@ -131,18 +147,50 @@ mod tests {
     #[test]
     fn payloads() {
         assert_eq!(
-            parse("hostscan_events", "5 9 running 40 other disks done", "me"),
+            parse(
+                "hostscan_events",
+                "5 9 running 40 other full db-1.example disks done",
+                "me"
+            ),
             Some(Signal::Event {
                 scan_id: 5,
                 sequence: 9,
                 status: ScanStatus::Running,
                 progress: 40,
+                scan_type: ScanType::Full,
+                hostname: "db-1.example".into(),
                 current_step: "disks done".into()
             })
         );
         assert_eq!(
-            parse("hostscan_events", "5 9 running 40 me disks", "me"),
+            parse("hostscan_events", "5 9 pending 0 other quick h ", "me"),
+            Some(Signal::Event {
+                scan_id: 5,
+                sequence: 9,
+                status: ScanStatus::Pending,
+                progress: 0,
+                scan_type: ScanType::Quick,
+                hostname: "h".into(),
+                current_step: String::new()
+            })
+        );
+        assert_eq!(
+            parse("hostscan_events", "5 9 running 40 me quick h disks", "me"),
             None
+        );
+        assert_eq!(
+            parse("hostscan_pending", "7 other", "me"),
+            Some(Signal::Pending {
+                scan_id: 7,
+                created: None
+            })
+        );
+        assert_eq!(
+            parse("hostscan_pending", "7  full web-1.example", "me"),
+            Some(Signal::Pending {
+                scan_id: 7,
+                created: Some((ScanType::Full, "web-1.example".into()))
+            })
         );
         assert_eq!(parse("hostscan_events", "5 9 bogus 40 x y", "me"), None);
         assert_eq!(

@@ -158,6 +158,9 @@ pub struct ListQuery {
     pub limit: i64,
     /// Keyset cursor: only scans with a smaller id.
     pub before_id: Option<i64>,
+    /// Only finished scans (COMPLETED, FAILED, CANCELLED) that finished at or
+    /// after this time.
+    pub finished_since: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone)]

@@ -381,6 +381,11 @@ impl Backend for Postgres {
             if let Some(t) = q.scan_type {
                 query = query.filter(scans::scan_type.eq(t.as_str()));
             }
+            if let Some(t) = q.finished_since {
+                query = query
+                    .filter(scans::status.eq_any(["completed", "failed", "cancelled"]))
+                    .filter(scans::completed_at.ge(t));
+            }
             query
         };
         let total: i64 = filtered().count().get_result(conn)?;

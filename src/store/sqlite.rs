@@ -424,6 +424,11 @@ impl Backend for Sqlite {
             if let Some(t) = q.scan_type {
                 query = query.filter(scans::scan_type.eq(t.as_str()));
             }
+            if let Some(t) = q.finished_since {
+                query = query
+                    .filter(scans::status.eq_any(["completed", "failed", "cancelled"]))
+                    .filter(scans::completed_at.ge(micros(t)));
+            }
             query
         };
         // One read transaction: the count and the page see the same rows.

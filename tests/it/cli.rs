@@ -364,6 +364,33 @@ async fn the_readme_grpcurl_tls_examples_work() {
     assert!(!out.status.success(), "mTLS without a client certificate");
 }
 
+/// The README's WatchScans feed: a new scan from PENDING to COMPLETED.
+#[tokio::test]
+async fn the_readme_watchscans_feed_works() {
+    let path = grpcurl_path();
+    let db = TestDb::new().await;
+    let keys = Keys::generate();
+    let sshd = Sshd::start(&keys, Options::default()).await;
+    let server = server_for(&keys, &sshd, &db).await;
+    let dir = temp_dir("hostscan-feed-");
+    let script = readme_block("feed").replace("127.0.0.1:50051", &server.addr.to_string());
+    let out = Command::new("sh")
+        .args(["-ec", &script])
+        .current_dir(dir.path())
+        .env("PATH", &path)
+        .output()
+        .expect("sh");
+    let feed = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{script}\n{feed}\n{}",
+        text(&out.stderr)
+    );
+    let pending = feed.find("SCAN_STATUS_PENDING").unwrap_or(usize::MAX);
+    let completed = feed.rfind("SCAN_STATUS_COMPLETED").unwrap_or(0);
+    assert!(pending < completed, "{feed}");
+}
+
 #[tokio::test]
 async fn migrate_runs_the_migrations_alone() {
     let cluster = crate::support::pg::shared().await;

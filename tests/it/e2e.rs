@@ -19,20 +19,20 @@ use crate::support::sshd::{Keys, Options, Sshd, Userland};
 
 /// A database, an sshd, and a server configured to scan it.
 /// Fields drop in order: the server stops before its database goes.
-struct Env {
-    server: Server,
-    sshd: Sshd,
+pub(crate) struct Env {
+    pub(crate) server: Server,
+    pub(crate) sshd: Sshd,
     _userland: Option<Userland>,
-    keys: Keys,
-    db: TestDb,
+    pub(crate) keys: Keys,
+    pub(crate) db: TestDb,
 }
 
 impl Env {
-    async fn start(fakes: &[(&str, &str)], extra: &[&str]) -> Self {
+    pub(crate) async fn start(fakes: &[(&str, &str)], extra: &[&str]) -> Self {
         Self::start_on(Backend::Postgres, fakes, extra).await
     }
 
-    async fn start_on(backend: Backend, fakes: &[(&str, &str)], extra: &[&str]) -> Self {
+    pub(crate) async fn start_on(backend: Backend, fakes: &[(&str, &str)], extra: &[&str]) -> Self {
         let db = TestDb::new(backend).await;
         let keys = Keys::generate();
         let userland = (!fakes.is_empty()).then(|| Userland::fakes(fakes));
@@ -54,7 +54,7 @@ impl Env {
         }
     }
 
-    fn start_request(&self, scan_type: pb::ScanType) -> pb::StartScanRequest {
+    pub(crate) fn start_request(&self, scan_type: pb::ScanType) -> pb::StartScanRequest {
         pb::StartScanRequest {
             hostname: "127.0.0.1".into(),
             port: 0,
@@ -87,7 +87,7 @@ pub(crate) fn server_args(keys: &Keys, sshd: &Sshd, extra: &[&str]) -> Vec<Strin
 }
 
 /// Waits until scan `id` is RUNNING (a worker claimed it).
-async fn wait_for_running(client: &Client, id: i64) {
+pub(crate) async fn wait_for_running(client: &Client, id: i64) {
     eventually("the scan to run", Duration::from_secs(30), || {
         let mut client = client.clone();
         async move {
@@ -103,7 +103,7 @@ async fn wait_for_running(client: &Client, id: i64) {
 }
 
 /// Reads a watch stream to its end: every event, in order.
-async fn collect(client: &mut Client, scan_id: i64, after: i64) -> Vec<pb::ScanEvent> {
+pub(crate) async fn collect(client: &mut Client, scan_id: i64, after: i64) -> Vec<pb::ScanEvent> {
     let mut stream = watch(client, scan_id, after).await;
     let mut events = Vec::new();
     while let Some(e) = stream.message().await.expect("stream") {
@@ -119,7 +119,7 @@ fn status_of(e: &pb::ScanEvent) -> pb::ScanStatus {
 /// The watch contract, for one stream: snapshot first, then strictly
 /// consecutive sequences (heartbeats repeat the last), progress never
 /// going back, ending with a terminal event that carries the whole scan.
-fn assert_well_formed(events: &[pb::ScanEvent]) {
+pub(crate) fn assert_well_formed(events: &[pb::ScanEvent]) {
     let first = events.first().expect("at least one event");
     assert!(first.scan.is_some(), "the first event carries the scan");
     let changes: Vec<&pb::ScanEvent> = events.iter().filter(|e| !e.heartbeat).collect();

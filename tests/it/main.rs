@@ -15,3 +15,4 @@ mod store;
 mod tls;
 mod userlands;
 mod validation;
+mod watch_all;

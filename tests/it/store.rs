@@ -275,6 +275,7 @@ async fn list_filters_combine(backend: Backend) {
         scan_type,
         limit: 50,
         before_id: None,
+        finished_since: None,
     };
     let count = |page: hostscan::store::Page| (page.scans.len(), page.total);
     assert_eq!(

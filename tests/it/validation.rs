@@ -250,6 +250,8 @@ enum Call {
     Watch(pb::WatchScanRequest),
     Cancel(pb::CancelScanRequest),
     Hosts(pb::ListHostsRequest),
+    /// WatchScans never ends by itself: only its opening is checked.
+    Feed(pb::WatchScansRequest),
 }
 
 fn call(sshd_port: u16, refused_port: u16, user: String) -> BoxedStrategy<Call> {
@@ -296,7 +298,7 @@ fn call(sshd_port: u16, refused_port: u16, user: String) -> BoxedStrategy<Call> 
             },
         );
     let list = (
-        host,
+        host.clone(),
         enum_value(),
         enum_value(),
         any::<i32>(),
@@ -325,7 +327,22 @@ fn call(sshd_port: u16, refused_port: u16, user: String) -> BoxedStrategy<Call> 
                 page_token,
             })
         });
+    let feed = (
+        host,
+        enum_value(),
+        enum_value(),
+        prop_oneof![Just(String::new()), text()],
+    )
+        .prop_map(|(hostname, status, scan_type, resume_token)| {
+            Call::Feed(pb::WatchScansRequest {
+                hostname,
+                status,
+                scan_type,
+                resume_token,
+            })
+        });
     prop_oneof![
+        1 => feed,
         1 => hosts,
         3 => start,
         1 => number().prop_map(|scan_id| Call::Get(pb::GetScanRequest { scan_id })),
@@ -351,6 +368,7 @@ const FIELDS: &[&str] = &[
     "hostname_prefix",
     "os_id",
     "proxy_jump",
+    "resume_token",
 ];
 
 /// A rejected call is fine if it says which field, or that the scan does
@@ -453,6 +471,11 @@ async fn random_requests_through_every_rpc() {
             }
             Call::List(r) => match client.list_scans(r.clone()).await {
                 Ok(page) => assert!(page.into_inner().scans.len() <= 500, "{what}"),
+                Err(s) => assert_clean_rejection(&s, r.encoded_len(), &what),
+            },
+            Call::Feed(r) => match client.watch_scans(r.clone()).await {
+                // Opened: the snapshot was read; the stream is dropped here.
+                Ok(stream) => drop(stream),
                 Err(s) => assert_clean_rejection(&s, r.encoded_len(), &what),
             },
             Call::Hosts(r) => match client.list_hosts(r.clone()).await {
