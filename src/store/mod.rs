@@ -474,6 +474,16 @@ trait Backend: Send + Sync + 'static {
     fn count_prunable(&self, older_than_secs: i64) -> Result<i64, StoreError>;
     /// Inserts pins, skipping hosts that have one.
     fn import_pins(&self, rows: &[PinRecord]) -> Result<usize, StoreError>;
+    /// The id of the newest COMPLETED scan of `hostname:port` with an id
+    /// below `before_id` and this `scan_type` (an index range read:
+    /// `scans_host_completed_idx`).
+    fn previous_completed(
+        &self,
+        hostname: &str,
+        port: i32,
+        scan_type: &str,
+        before_id: i64,
+    ) -> Result<Option<i64>, StoreError>;
 }
 
 /// The scan store. Cheap to clone.
@@ -774,6 +784,40 @@ impl Store {
     pub async fn count_prunable(&self, older_than: Duration) -> Result<i64, StoreError> {
         let secs = i64::try_from(older_than.as_secs()).unwrap_or(i64::MAX);
         self.run(move |b| b.count_prunable(secs)).await
+    }
+}
+
+impl Store {
+    /// The newest COMPLETED scan of `hostname:port` created before scan
+    /// `before_id` whose type is one of `types` (DiffScans' default base).
+    /// One index lookup per type.
+    pub async fn previous_completed(
+        &self,
+        hostname: &str,
+        port: u16,
+        before_id: i64,
+        types: &[ScanType],
+    ) -> Result<Option<Scan>, StoreError> {
+        let hostname = hostname.to_string();
+        let types: Vec<&'static str> = types.iter().map(|t| t.as_str()).collect();
+        let row = self
+            .run(move |b| {
+                let mut newest = None;
+                for t in types {
+                    newest = newest.max(b.previous_completed(
+                        &hostname,
+                        i32::from(port),
+                        t,
+                        before_id,
+                    )?);
+                }
+                match newest {
+                    Some(id) => b.get(id),
+                    None => Ok(None),
+                }
+            })
+            .await?;
+        model(row)
     }
 }
 
