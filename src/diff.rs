@@ -7,7 +7,7 @@
 //! Invariants (property-tested below):
 //! - a scan diffed with itself is empty;
 //! - swapping the arguments swaps every added/removed pair and every
-//!   old/new value (the reboot, a directional event, excepted);
+//!   old/new value (a reboot is found in time order, so it stays);
 //! - applying the package and interface changes to the base gives the new
 //!   scan's package set and interfaces.
 //!
@@ -53,9 +53,9 @@ pub struct DiffOptions {
     /// The scans' types, for the reasons given for skipped sections.
     pub base_type: Option<ScanType>,
     pub new_type: Option<ScanType>,
-    /// When each scan completed: with both, a reboot is also seen when the
-    /// uptime grew but the boot time moved (more than `REBOOT_SLACK`), and
-    /// the boot time is reported.
+    /// When each scan completed: with both, a reboot is seen in time order
+    /// (whichever scan is later), also when the uptime grew but the boot
+    /// time moved (more than `REBOOT_SLACK`), and the boot time is reported.
     pub base_completed_at: Option<DateTime<Utc>>,
     pub new_completed_at: Option<DateTime<Utc>>,
 }
@@ -257,25 +257,41 @@ fn unwrap_change<T>(c: Change<Option<T>>) -> Option<Change<T>> {
     }
 }
 
-/// A reboot between the scans: the uptime went down, or (with both scan
-/// times) the boot time moved later by more than `REBOOT_SLACK`.
+/// A reboot between the scans. With both completion times, in time order
+/// (either argument may be the later scan): the later scan's uptime is
+/// lower, or its boot time is more than `REBOOT_SLACK` later. Without
+/// them, `new` is taken as the later scan and only a falling uptime counts.
 fn reboot(old_uptime: u64, new_uptime: u64, o: &DiffOptions) -> Option<Reboot> {
     let secs = |u: u64| Duration::try_seconds(i64::try_from(u).unwrap_or(i64::MAX));
     let boot = |at: Option<DateTime<Utc>>, uptime: u64| {
         at.zip(secs(uptime))
             .and_then(|(at, up)| at.checked_sub_signed(up))
     };
-    let old_boot = boot(o.base_completed_at, old_uptime);
-    let new_boot = boot(o.new_completed_at, new_uptime);
-    let went_down = new_uptime < old_uptime;
-    let moved = match (old_boot, new_boot) {
-        (Some(ob), Some(nb)) => nb.signed_duration_since(ob) > REBOOT_SLACK,
-        _ => false,
+    let (old_boot, new_boot) = (
+        boot(o.base_completed_at, old_uptime),
+        boot(o.new_completed_at, new_uptime),
+    );
+    let order = match (o.base_completed_at, o.new_completed_at) {
+        (Some(b), Some(n)) => n.cmp(&b),
+        _ => std::cmp::Ordering::Greater,
+    };
+    let (earlier, later) = match order {
+        std::cmp::Ordering::Less => ((new_uptime, new_boot), (old_uptime, old_boot)),
+        _ => ((old_uptime, old_boot), (new_uptime, new_boot)),
+    };
+    // Two scans at one instant have no "later": only boot times tell.
+    let went_down = order != std::cmp::Ordering::Equal && later.0 < earlier.0;
+    let (moved, boot_time) = match (earlier.1, later.1) {
+        (Some(e), Some(l)) if order == std::cmp::Ordering::Equal => {
+            ((l - e).abs() > REBOOT_SLACK, Some(e.max(l)))
+        }
+        (Some(e), Some(l)) => (l.signed_duration_since(e) > REBOOT_SLACK, Some(l)),
+        (_, l) => (false, l),
     };
     (went_down || moved).then_some(Reboot {
         old_uptime_seconds: old_uptime,
         new_uptime_seconds: new_uptime,
-        boot_time: new_boot,
+        boot_time,
     })
 }
 
@@ -841,6 +857,19 @@ mod tests {
         // Without times, only a falling uptime counts.
         new.uptime_seconds = Some(5 * 86_400);
         assert!(diff(&base, &new, &DiffOptions::default()).reboot.is_none());
+        // The same two scans the other way round: still a reboot, at the
+        // later scan's boot time.
+        let backwards = DiffOptions {
+            base_completed_at: week.new_completed_at,
+            new_completed_at: week.base_completed_at,
+            ..Default::default()
+        };
+        let r = diff(&new, &base, &backwards).reboot.expect("time order");
+        assert_eq!(r.boot_time, at(t0 + 2 * 86_400));
+        assert_eq!(
+            (r.old_uptime_seconds, r.new_uptime_seconds),
+            (5 * 86_400, 86_400)
+        );
         // Absurd values never panic.
         base.uptime_seconds = Some(u64::MAX);
         new.uptime_seconds = Some(0);
@@ -1090,13 +1119,39 @@ mod tests {
             }
 
             #[test]
-            fn swapping_the_scans_swaps_the_diff(a in results(), b in results()) {
-                let options = DiffOptions::default();
+            fn swapping_the_scans_swaps_the_diff(
+                a in results(),
+                b in results(),
+                times in proptest::option::of((0i64..5, 0i64..5)),
+            ) {
+                // Steps of 5 minutes around the slack; equal times too.
+                let at = |step: i64| DateTime::from_timestamp(1_800_000_000 + step * 300, 0);
+                let options = DiffOptions {
+                    base_completed_at: times.and_then(|t| at(t.0)),
+                    new_completed_at: times.and_then(|t| at(t.1)),
+                    ..Default::default()
+                };
+                let swapped = DiffOptions {
+                    base_completed_at: options.new_completed_at,
+                    new_completed_at: options.base_completed_at,
+                    ..Default::default()
+                };
                 let forward = diff(&a, &b, &options);
-                let mut backward = diff(&b, &a, &options);
-                backward.reboot = None;
+                let mut backward = diff(&b, &a, &swapped);
                 backward.skipped = Vec::new();
-                prop_assert_eq!(mirrored(&forward), backward);
+                let mut expected = mirrored(&forward);
+                // A reboot is found in time order: with both times it
+                // stays, its uptimes swapped; without, it is directional.
+                if times.is_some() {
+                    expected.reboot = forward.reboot.clone().map(|r| Reboot {
+                        old_uptime_seconds: r.new_uptime_seconds,
+                        new_uptime_seconds: r.old_uptime_seconds,
+                        boot_time: r.boot_time,
+                    });
+                } else {
+                    backward.reboot = None;
+                }
+                prop_assert_eq!(expected, backward);
             }
 
             #[test]

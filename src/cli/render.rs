@@ -383,7 +383,12 @@ fn diffed_label(d: Option<&pb::DiffedScan>, unsaved: &str) -> String {
     let Some(d) = d else {
         return unsaved.to_string();
     };
-    let at = when(d.completed_at.as_ref());
+    let at = d
+        .completed_at
+        .as_ref()
+        .and_then(pb::from_timestamp)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_default();
     let at = if at.is_empty() {
         String::new()
     } else {
