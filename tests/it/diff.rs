@@ -633,6 +633,26 @@ async fn probe_diff_against_a_saved_scan() {
         "--allow-different-hosts",
     ]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    // A probe that fails has nothing to compare: the scan says why, exit 2.
+    let out = probe(&[
+        "--diff-against",
+        &other_host,
+        "--port",
+        "2200",
+        "--allow-different-hosts",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let failed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("the scan");
+    assert_eq!(
+        failed["error"]["kind"],
+        "SCAN_ERROR_KIND_CONNECTION_REFUSED"
+    );
+    assert!(
+        text(&out.stderr).contains("cannot compare: the scan is FAILED"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 /// Runs a scan through claim and finish, as a worker would, with one
