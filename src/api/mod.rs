@@ -78,6 +78,28 @@ fn not_found(id: i64) -> Status {
     Status::not_found(format!("scan {id} not found"))
 }
 
+/// FAILED_PRECONDITION unless `scan` (named by request field `field`) is
+/// COMPLETED: only completed scans are compared.
+fn completed(scan: &crate::model::Scan, field: &str) -> Result<(), Status> {
+    if scan.status == ScanStatus::Completed {
+        return Ok(());
+    }
+    Err(Status::failed_precondition(format!(
+        "{field}: scan {} is {}; only COMPLETED scans can be compared",
+        scan.id,
+        scan.status.as_str().to_ascii_uppercase()
+    )))
+}
+
+/// `host:port`, IPv6 literals in brackets.
+fn host_port(scan: &crate::model::Scan) -> String {
+    if scan.hostname.contains(':') {
+        format!("[{}]:{}", scan.hostname, scan.port)
+    } else {
+        format!("{}:{}", scan.hostname, scan.port)
+    }
+}
+
 /// Defaults applied to StartScan requests.
 #[derive(Clone)]
 pub struct Defaults {
@@ -270,6 +292,93 @@ impl ScanService for ScanApi {
         watch_all::start(self, filter, resume)
             .await
             .map(Response::new)
+    }
+
+    async fn diff_scans(
+        &self,
+        request: Request<pb::DiffScansRequest>,
+    ) -> Result<Response<pb::ScanDiff>, Status> {
+        let r = request.into_inner();
+        let scan_id = validate::scan_id(r.scan_id)?;
+        let base_id = validate::base_scan_id(r.base_scan_id)?;
+        let threshold = validate::used_percent_threshold(r.used_percent_threshold)?;
+        let scan = self
+            .store
+            .get(scan_id)
+            .await
+            .map_err(status)?
+            .ok_or_else(|| not_found(scan_id))?;
+        let named_base = match base_id {
+            Some(id) => Some(
+                self.store
+                    .get(id)
+                    .await
+                    .map_err(status)?
+                    .ok_or_else(|| not_found(id))?,
+            ),
+            None => None,
+        };
+        completed(&scan, "scan_id")?;
+        let base = match named_base {
+            Some(base) => {
+                completed(&base, "base_scan_id")?;
+                if !r.allow_different_hosts
+                    && (base.hostname != scan.hostname || base.port != scan.port)
+                {
+                    return Err(Status::failed_precondition(format!(
+                        "scan {} is of {} and scan {} of {}: set allow_different_hosts to \
+                         compare different hosts",
+                        base.id,
+                        host_port(&base),
+                        scan.id,
+                        host_port(&scan)
+                    )));
+                }
+                base
+            }
+            None => {
+                let types = crate::diff::base_types(scan.scan_type);
+                self.store
+                    .previous_completed(&scan.hostname, scan.port, scan.id, types)
+                    .await
+                    .map_err(status)?
+                    .ok_or_else(|| {
+                        Status::failed_precondition(format!(
+                            "scan {} has no earlier completed {} scan of {} to compare with",
+                            scan.id,
+                            types
+                                .iter()
+                                .map(|t| t.as_str())
+                                .collect::<Vec<_>>()
+                                .join(" or "),
+                            host_port(&scan)
+                        ))
+                    })?
+            }
+        };
+        let options = crate::diff::DiffOptions {
+            used_percent_threshold: threshold,
+            base_type: Some(base.scan_type),
+            new_type: Some(scan.scan_type),
+            base_completed_at: base.completed_at,
+            new_completed_at: scan.completed_at,
+        };
+        let (old, new) = (
+            base.results.clone().unwrap_or_default(),
+            scan.results.clone().unwrap_or_default(),
+        );
+        // Thousands of packages a side: off the async threads.
+        let d = tokio::task::spawn_blocking(move || crate::diff::diff(&old, &new, &options))
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "diff task failed");
+                Status::internal("internal error")
+            })?;
+        Ok(Response::new(pb::ScanDiff::new(
+            &d,
+            pb::DiffedScan::from(&base),
+            pb::DiffedScan::from(&scan),
+        )))
     }
 
     type WatchScanStream = watch::WatchStream;

@@ -395,9 +395,50 @@ pub fn host_page_token(value: &str) -> Result<Option<i64>, Invalid> {
         .ok_or_else(|| invalid("page_token", "is not a ListHosts token this server issued"))
 }
 
+/// DiffScans' `base_scan_id`: a scan id, or 0 for "the previous one" (`None`).
+pub fn base_scan_id(value: i64) -> Result<Option<i64>, Invalid> {
+    match value {
+        0 => Ok(None),
+        1.. => Ok(Some(value)),
+        _ => Err(invalid(
+            "base_scan_id",
+            format!("must be a scan id, or 0 for the previous completed scan; got {value}"),
+        )),
+    }
+}
+
+/// DiffScans' `used_percent_threshold`: percentage points, 0-100; unset
+/// means `crate::diff::DEFAULT_USED_PERCENT_THRESHOLD`.
+pub fn used_percent_threshold(value: Option<f64>) -> Result<f64, Invalid> {
+    match value {
+        None => Ok(crate::diff::DEFAULT_USED_PERCENT_THRESHOLD),
+        Some(v) if (0.0..=100.0).contains(&v) => Ok(v),
+        Some(v) => Err(invalid(
+            "used_percent_threshold",
+            format!("must be 0-100 percentage points, got {v}"),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn diff_fields() {
+        assert_eq!(base_scan_id(0), Ok(None));
+        assert_eq!(base_scan_id(7), Ok(Some(7)));
+        assert_eq!(
+            base_scan_id(-1).expect_err("negative").field,
+            "base_scan_id"
+        );
+        assert_eq!(used_percent_threshold(None), Ok(5.0));
+        assert_eq!(used_percent_threshold(Some(0.0)), Ok(0.0));
+        for bad in [-0.5, 100.5, f64::NAN, f64::INFINITY] {
+            let e = used_percent_threshold(Some(bad)).expect_err("out of range");
+            assert!(e.to_string().starts_with("used_percent_threshold: "), "{e}");
+        }
+    }
 
     #[test]
     fn hostnames() {

@@ -2,7 +2,9 @@
 //! gRPC client commands (`scan`, `get`, `list`, `watch`, `cancel`). Output
 //! is human text by default and proto3 JSON (as grpcurl prints) with
 //! `--json`. Exit status: 0 for a completed scan, 1 for a failed or
-//! cancelled one, 2 for a usage or RPC error.
+//! cancelled one, 2 for a usage or RPC error; `diff` and `probe
+//! --diff-against` exit as diff(1) does: 0 without changes, 1 with, 2 when
+//! the scans cannot be compared.
 
 pub mod render;
 
@@ -94,6 +96,61 @@ pub struct ProbeArgs {
     /// Print the proto3 JSON of the scan (as grpcurl would).
     #[arg(long)]
     pub json: bool,
+    /// Compare this scan with a saved one (the output of `hostscan probe
+    /// --json` or `hostscan get --json`) and print what changed instead of
+    /// the scan (a ScanDiff with --json). Exit 0 without changes, 1 with
+    /// changes, 2 when the two cannot be compared.
+    #[arg(long, value_name = "FILE")]
+    pub diff_against: Option<PathBuf>,
+    /// With --diff-against: compare with a saved scan of another host.
+    #[arg(long, requires = "diff_against")]
+    pub allow_different_hosts: bool,
+    /// With --diff-against: percentage points a disk's used percent must
+    /// move to be listed (0-100, default 5).
+    #[arg(long, value_name = "POINTS", requires = "diff_against", value_parser = percent_points)]
+    pub used_percent_threshold: Option<f64>,
+}
+
+/// Percentage points, 0-100.
+fn percent_points(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=100.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not 0-100 percentage points")),
+    }
+}
+
+/// A saved scan, read for `probe --diff-against`: a completed scan in
+/// proto3 JSON.
+fn saved_scan(path: &std::path::Path) -> anyhow::Result<pb::Scan> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("--diff-against {}: {e}", path.display()))?;
+    let scan: pb::Scan = pb::from_json(&text, "hostscan.v1.Scan").map_err(|e| {
+        anyhow::anyhow!(
+            "--diff-against {}: not a scan in JSON (hostscan probe --json): {e}",
+            path.display()
+        )
+    })?;
+    if scan.status != pb::ScanStatus::Completed as i32 || scan.results.is_none() {
+        anyhow::bail!(
+            "--diff-against {}: the saved scan is {}; only COMPLETED scans can be compared",
+            path.display(),
+            render::status_name(scan.status)
+        );
+    }
+    Ok(scan)
+}
+
+/// Prints a diff (proto3 JSON, or text coloured where the terminal takes
+/// it) and returns diff(1)'s exit status.
+fn print_diff(json: bool, d: &pb::ScanDiff) -> Exit {
+    if json {
+        println!("{}", pb::to_json(d, "hostscan.v1.ScanDiff"));
+    } else {
+        use std::io::Write as _;
+        let mut out = anstream::stdout();
+        let _ = write!(out, "{}", render::diff(d));
+    }
+    if d.change_count == 0 { 0 } else { 1 }
 }
 
 /// The router `probe` uses: flags first, then the ssh_config, then ssh's
@@ -185,6 +242,10 @@ pub async fn probe(args: ProbeArgs) -> anyhow::Result<Exit> {
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
+    let saved = match &args.diff_against {
+        Some(path) => Some(saved_scan(path)?),
+        None => None,
+    };
     let local = Local::from_env();
     let router = probe_router(&args, &local)?;
     let destination = Destination {
@@ -204,6 +265,18 @@ pub async fn probe(args: ProbeArgs) -> anyhow::Result<Exit> {
         max_output_bytes: args.max_output_bytes.max(4096),
     };
     let (target, opts) = (route.target, route.options);
+    if let Some(saved) = &saved
+        && !args.allow_different_hosts
+        && !(saved.hostname.eq_ignore_ascii_case(&host) && saved.port == u32::from(target.port))
+    {
+        anyhow::bail!(
+            "--diff-against: the saved scan is of {}:{}, this one of {host}:{}; \
+             add --allow-different-hosts to compare them",
+            saved.hostname,
+            saved.port,
+            target.port
+        );
+    }
     let scan_type = if args.full {
         ScanType::Full
     } else {
@@ -259,11 +332,50 @@ pub async fn probe(args: ProbeArgs) -> anyhow::Result<Exit> {
         request_id: None,
         sequence: 0,
     };
-    let scan = pb::Scan::from(&scan);
+    let model_scan = scan;
+    let scan = pb::Scan::from(&model_scan);
+    if let Some(saved) = saved
+        && status == ScanStatus::Completed
+    {
+        let base_results = saved
+            .results
+            .as_ref()
+            .map(crate::model::ScanResults::from)
+            .unwrap_or_default();
+        let options = crate::diff::DiffOptions {
+            used_percent_threshold: args
+                .used_percent_threshold
+                .unwrap_or(crate::diff::DEFAULT_USED_PERCENT_THRESHOLD),
+            base_type: pb::ScanType::try_from(saved.scan_type)
+                .ok()
+                .and_then(pb::ScanType::to_model),
+            new_type: Some(model_scan.scan_type),
+            base_completed_at: saved.completed_at.as_ref().and_then(pb::from_timestamp),
+            new_completed_at: model_scan.completed_at,
+        };
+        let d = crate::diff::diff(
+            &base_results,
+            model_scan.results.as_ref().unwrap_or(&Default::default()),
+            &options,
+        );
+        let d = pb::ScanDiff::new(
+            &d,
+            pb::DiffedScan::from(&saved),
+            pb::DiffedScan::from(&scan),
+        );
+        return Ok(print_diff(args.json, &d));
+    }
     if args.json {
         println!("{}", pb::to_json(&scan, "hostscan.v1.Scan"));
     } else {
         print!("{}", render::scan(&scan));
+    }
+    if args.diff_against.is_some() {
+        eprintln!(
+            "error: cannot compare: the scan is {}",
+            render::status_name(scan.status)
+        );
+        return Ok(2);
     }
     Ok(scan_exit(scan.status))
 }
@@ -434,6 +546,24 @@ pub enum ClientCommand {
         #[arg(long, default_value = "")]
         page_token: String,
     },
+    /// What changed on a host between two completed scans. With one id,
+    /// against the newest earlier completed scan of its host of the same or
+    /// a richer type. Exit 0 without changes, 1 with changes, 2 on an error.
+    #[command(override_usage = "hostscan diff [OPTIONS] [BASE] SCAN")]
+    Diff {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// [BASE] SCAN: scan ids.
+        #[arg(value_name = "ID", num_args = 1..=2, required = true)]
+        ids: Vec<i64>,
+        /// Compare scans of different hosts.
+        #[arg(long)]
+        allow_different_hosts: bool,
+        /// Percentage points a disk's used percent must move to be listed
+        /// (0-100, default 5).
+        #[arg(long, value_name = "POINTS", value_parser = percent_points)]
+        used_percent_threshold: Option<f64>,
+    },
     /// Check the server's health (exit 0 when SERVING), e.g. for container health checks.
     Health {
         #[command(flatten)]
@@ -529,6 +659,7 @@ impl ClientCommand {
             | Self::Watch { client, .. }
             | Self::Cancel { client, .. }
             | Self::Hosts { client, .. }
+            | Self::Diff { client, .. }
             | Self::Health { client } => client,
         }
     }
@@ -661,6 +792,29 @@ pub async fn client(command: ClientCommand) -> anyhow::Result<Exit> {
             Ok(0)
         }
         ClientCommand::Health { .. } => health(&args).await,
+        ClientCommand::Diff {
+            ids,
+            allow_different_hosts,
+            used_percent_threshold,
+            ..
+        } => {
+            let (base_scan_id, scan_id) = match ids.as_slice() {
+                [scan] => (0, *scan),
+                [base, scan] => (*base, *scan),
+                _ => anyhow::bail!("give one or two scan ids: [BASE] SCAN"),
+            };
+            let d = client
+                .diff_scans(pb::DiffScansRequest {
+                    base_scan_id,
+                    scan_id,
+                    allow_different_hosts,
+                    used_percent_threshold,
+                })
+                .await
+                .map_err(rpc_error)?
+                .into_inner();
+            Ok(print_diff(args.json, &d))
+        }
         ClientCommand::Cancel { id, .. } => {
             let scan = client
                 .cancel_scan(pb::CancelScanRequest { scan_id: id })

@@ -348,6 +348,461 @@ pub fn hosts(page: &pb::ListHostsResponse) -> String {
     out
 }
 
+/// Styles of diff lines; `anstream` drops them where colour is off.
+mod style {
+    use anstyle::{AnsiColor, Style};
+    pub const ADDED: Style = AnsiColor::Green.on_default();
+    pub const REMOVED: Style = AnsiColor::Red.on_default();
+    pub const CHANGED: Style = AnsiColor::Yellow.on_default();
+    pub const EVENT: Style = AnsiColor::Magenta.on_default().bold();
+    pub const HEADER: Style = Style::new().bold();
+    pub const DIM: Style = Style::new().dimmed();
+}
+
+/// One line of a diff: a sign (+ added, - removed, ~ changed, ! event),
+/// what, and the detail, styled by sign.
+fn diff_line(out: &mut String, sign: char, what: &str, detail: &str) {
+    let style = match sign {
+        '+' => style::ADDED,
+        '-' => style::REMOVED,
+        '!' => style::EVENT,
+        _ => style::CHANGED,
+    };
+    let _ = writeln!(out, "{style}{sign} {what:<16} {detail}{style:#}");
+}
+
+fn arrow<T: std::fmt::Display>(old: T, new: T) -> String {
+    format!("{old} → {new}")
+}
+
+fn shown_or_none(s: &str) -> &str {
+    if s.is_empty() { "(none)" } else { s }
+}
+
+fn diffed_label(d: Option<&pb::DiffedScan>, unsaved: &str) -> String {
+    let Some(d) = d else {
+        return unsaved.to_string();
+    };
+    let at = d
+        .completed_at
+        .as_ref()
+        .and_then(pb::from_timestamp)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_default();
+    let at = if at.is_empty() {
+        String::new()
+    } else {
+        format!(", {at}")
+    };
+    let name = if d.scan_id > 0 {
+        format!("scan {}", d.scan_id)
+    } else {
+        unsaved.to_string()
+    };
+    format!("{name} ({}{at})", type_name(d.scan_type))
+}
+
+fn diffed_host(d: Option<&pb::DiffedScan>) -> String {
+    d.map_or_else(String::new, |d| {
+        if d.hostname.contains(':') {
+            format!("[{}]:{}", d.hostname, d.port)
+        } else {
+            format!("{}:{}", d.hostname, d.port)
+        }
+    })
+}
+
+fn section_name(section: i32) -> String {
+    pb::DiffSection::try_from(section)
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("DIFF_SECTION_")
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_else(|_| section.to_string())
+}
+
+fn cpu_text(c: Option<&pb::Cpu>) -> String {
+    c.map_or_else(
+        || "unknown".into(),
+        |c| {
+            format!(
+                "{}, {} logical",
+                shown_or_none(&c.model_name),
+                c.logical_cpus
+            )
+        },
+    )
+}
+
+fn virt_text(v: Option<&pb::Virtualization>) -> String {
+    v.map_or_else(
+        || "unknown".into(),
+        |v| {
+            let role = match pb::VirtualizationRole::try_from(v.role) {
+                Ok(pb::VirtualizationRole::Host) => "host",
+                Ok(pb::VirtualizationRole::Vm) => "virtual machine",
+                Ok(pb::VirtualizationRole::Container) => "container",
+                _ => "unknown",
+            };
+            format!("{role} ({})", v.r#type)
+        },
+    )
+}
+
+fn reboot_status(b: Option<&pb::RebootRequired>) -> &'static str {
+    match b.map(|b| pb::RebootStatus::try_from(b.status)) {
+        Some(Ok(pb::RebootStatus::Required)) => "required",
+        Some(Ok(pb::RebootStatus::NotRequired)) => "not required",
+        _ => "unknown",
+    }
+}
+
+fn interface_text(i: &pb::NetworkInterface) -> String {
+    let addrs: Vec<String> = i
+        .addresses
+        .iter()
+        .map(|a| format!("{}/{}", a.address, a.prefix_length))
+        .collect();
+    format!(
+        "{} {} {} mtu {} {}",
+        i.name,
+        i.state,
+        shown_or_none(&i.mac),
+        i.mtu,
+        addrs.join(" ")
+    )
+    .trim_end()
+    .to_string()
+}
+
+fn socket_text(l: &pb::ListeningSocket) -> String {
+    let endpoint = if l.family == "inet6" {
+        format!("[{}]:{}", l.local_address, l.port)
+    } else {
+        format!("{}:{}", l.local_address, l.port)
+    };
+    match (l.pid, l.process.as_str()) {
+        (0, "") => format!("{} {endpoint}", l.protocol),
+        (0, name) => format!("{} {endpoint} {name}", l.protocol),
+        (pid, name) => format!("{} {endpoint} {name} ({pid})", l.protocol),
+    }
+}
+
+fn disk_text(d: &pb::Disk) -> String {
+    format!("{} {} {}", d.mount, d.filesystem, bytes(d.total_bytes))
+}
+
+/// A diff as an operator reads it: which scans, what was compared, then one
+/// line per change (`+` added, `-` removed, `~` changed, `!` a reboot), each
+/// styled by its sign.
+pub fn diff(d: &pb::ScanDiff) -> String {
+    let mut out = String::new();
+    let (base, scan) = (d.base.as_ref(), d.scan.as_ref());
+    let (base_host, scan_host) = (diffed_host(base), diffed_host(scan));
+    let hosts = if base_host == scan_host {
+        format!("  {scan_host}")
+    } else {
+        format!("  {base_host} → {scan_host}")
+    };
+    let _ = writeln!(
+        out,
+        "{h}{} against {}{hosts}{h:#}",
+        diffed_label(scan, "this probe"),
+        diffed_label(base, "the saved scan"),
+        h = style::HEADER
+    );
+    let compared: Vec<String> = d
+        .compared_sections
+        .iter()
+        .map(|s| section_name(*s))
+        .collect();
+    let _ = writeln!(
+        out,
+        "{s}Compared   {}{s:#}",
+        compared.join(", "),
+        s = style::DIM
+    );
+    for skipped in &d.skipped_sections {
+        let _ = writeln!(
+            out,
+            "{s}Skipped    {}: {}{s:#}",
+            section_name(skipped.section),
+            skipped.reason,
+            s = style::DIM
+        );
+    }
+    let string_changes = [
+        ("os name", &d.os_name),
+        ("os version", &d.os_version),
+        ("kernel", &d.kernel),
+        ("arch", &d.arch),
+        ("hostname", &d.hostname),
+    ];
+    for (what, change) in string_changes {
+        if let Some(c) = change {
+            diff_line(
+                &mut out,
+                '~',
+                what,
+                &arrow(shown_or_none(&c.old_value), shown_or_none(&c.new_value)),
+            );
+        }
+    }
+    if let Some(r) = &d.reboot {
+        let booted = r
+            .boot_time
+            .as_ref()
+            .and_then(pb::from_timestamp)
+            .map(|t| format!("; booted {}", t.format("%Y-%m-%d %H:%M:%S UTC")))
+            .unwrap_or_default();
+        diff_line(
+            &mut out,
+            '!',
+            "rebooted",
+            &format!(
+                "up {}{booted}",
+                arrow(
+                    duration(r.old_uptime_seconds),
+                    duration(r.new_uptime_seconds)
+                )
+            ),
+        );
+    }
+    if let Some(m) = &d.memory_total_bytes {
+        diff_line(
+            &mut out,
+            '~',
+            "memory",
+            &arrow(bytes(m.old_value), bytes(m.new_value)),
+        );
+    }
+    if let Some(c) = &d.cpu {
+        diff_line(
+            &mut out,
+            '~',
+            "cpu",
+            &arrow(
+                cpu_text(c.old_value.as_ref()),
+                cpu_text(c.new_value.as_ref()),
+            ),
+        );
+    }
+    if let Some(v) = &d.virtualization {
+        diff_line(
+            &mut out,
+            '~',
+            "virtualization",
+            &arrow(
+                virt_text(v.old_value.as_ref()),
+                virt_text(v.new_value.as_ref()),
+            ),
+        );
+    }
+    if let Some(t) = &d.timezone {
+        let name = |t: Option<&pb::Timezone>| {
+            t.map_or_else(String::new, |t| {
+                format!(
+                    "{} (UTC{})",
+                    shown_or_none(&t.name),
+                    utc_offset(t.utc_offset_seconds)
+                )
+            })
+        };
+        diff_line(
+            &mut out,
+            '~',
+            "timezone",
+            &arrow(name(t.old_value.as_ref()), name(t.new_value.as_ref())),
+        );
+    }
+    for disk in &d.disks_added {
+        diff_line(&mut out, '+', "disk", &disk_text(disk));
+    }
+    for disk in &d.disks_removed {
+        diff_line(&mut out, '-', "disk", &disk_text(disk));
+    }
+    for r in &d.disks_resized {
+        diff_line(
+            &mut out,
+            '~',
+            "disk size",
+            &format!(
+                "{} {} {}",
+                r.mount,
+                r.filesystem,
+                arrow(bytes(r.old_total_bytes), bytes(r.new_total_bytes))
+            ),
+        );
+    }
+    for u in &d.disks_usage_changed {
+        diff_line(
+            &mut out,
+            '~',
+            "disk usage",
+            &format!(
+                "{} {} {:.0}% → {:.0}%",
+                u.mount, u.filesystem, u.old_used_percent, u.new_used_percent
+            ),
+        );
+    }
+    if let Some(m) = &d.package_manager {
+        diff_line(
+            &mut out,
+            '~',
+            "package manager",
+            &arrow(&m.old_value, &m.new_value),
+        );
+    }
+    if let Some(c) = &d.package_count {
+        diff_line(
+            &mut out,
+            '~',
+            "packages",
+            &format!("{} installed", arrow(c.old_value, c.new_value)),
+        );
+    }
+    let packages_compared = d
+        .compared_sections
+        .contains(&(pb::DiffSection::Packages as i32));
+    if packages_compared && !d.package_lists_compared {
+        let _ = writeln!(
+            out,
+            "{s}           packages compared by count only: a scan stored no package list{s:#}",
+            s = style::DIM
+        );
+    }
+    for p in &d.packages_added {
+        diff_line(
+            &mut out,
+            '+',
+            "package",
+            &format!("{} {} ({})", p.name, p.version, p.manager),
+        );
+    }
+    for p in &d.packages_removed {
+        diff_line(
+            &mut out,
+            '-',
+            "package",
+            &format!("{} {} ({})", p.name, p.version, p.manager),
+        );
+    }
+    for p in &d.packages_version_changed {
+        diff_line(
+            &mut out,
+            '~',
+            "package",
+            &format!(
+                "{} {} ({})",
+                p.name,
+                arrow(&p.old_version, &p.new_version),
+                p.manager
+            ),
+        );
+    }
+    for i in &d.interfaces_added {
+        diff_line(&mut out, '+', "interface", &interface_text(i));
+    }
+    for i in &d.interfaces_removed {
+        diff_line(&mut out, '-', "interface", &interface_text(i));
+    }
+    for c in &d.interfaces_state_changed {
+        diff_line(
+            &mut out,
+            '~',
+            "interface",
+            &format!("{} state {}", c.name, arrow(&c.old_state, &c.new_state)),
+        );
+    }
+    for c in &d.interfaces_mac_changed {
+        diff_line(
+            &mut out,
+            '~',
+            "interface",
+            &format!(
+                "{} mac {}",
+                c.name,
+                arrow(shown_or_none(&c.old_mac), shown_or_none(&c.new_mac))
+            ),
+        );
+    }
+    for c in &d.interfaces_mtu_changed {
+        diff_line(
+            &mut out,
+            '~',
+            "interface",
+            &format!("{} mtu {}", c.name, arrow(c.old_mtu, c.new_mtu)),
+        );
+    }
+    let address = |a: &pb::AddressChange| {
+        a.address.as_ref().map_or_else(
+            || a.interface.clone(),
+            |x| {
+                format!(
+                    "{} {} {}/{}",
+                    a.interface, x.family, x.address, x.prefix_length
+                )
+            },
+        )
+    };
+    for a in &d.addresses_added {
+        diff_line(&mut out, '+', "address", &address(a));
+    }
+    for a in &d.addresses_removed {
+        diff_line(&mut out, '-', "address", &address(a));
+    }
+    for l in &d.listening_sockets_added {
+        diff_line(&mut out, '+', "listening", &socket_text(l));
+    }
+    for l in &d.listening_sockets_removed {
+        diff_line(&mut out, '-', "listening", &socket_text(l));
+    }
+    if let Some(b) = &d.reboot_required {
+        let reasons = b
+            .new_value
+            .as_ref()
+            .map(|n| n.reasons.join("; "))
+            .filter(|r| !r.is_empty())
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default();
+        diff_line(
+            &mut out,
+            '~',
+            "reboot",
+            &format!(
+                "{}{reasons}",
+                arrow(
+                    reboot_status(b.old_value.as_ref()),
+                    reboot_status(b.new_value.as_ref())
+                )
+            ),
+        );
+    }
+    for e in &d.step_errors_appeared {
+        diff_line(
+            &mut out,
+            '+',
+            "step error",
+            &format!("{}: {}", e.step, e.message),
+        );
+    }
+    for e in &d.step_errors_resolved {
+        diff_line(
+            &mut out,
+            '-',
+            "step error",
+            &format!("{}: {}", e.step, e.message),
+        );
+    }
+    let _ = match d.change_count {
+        0 => writeln!(out, "No changes"),
+        1 => writeln!(out, "1 change"),
+        n => writeln!(out, "{n} changes"),
+    };
+    out
+}
+
 fn when(t: Option<&prost_types::Timestamp>) -> String {
     t.and_then(pb::from_timestamp)
         .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
@@ -436,6 +891,78 @@ mod tests {
             ..Default::default()
         };
         assert!(results(&unknown).contains("Reboot     unknown (no evidence)"));
+    }
+
+    #[test]
+    fn diffs_read_line_by_line_and_colour_by_sign() {
+        let d = pb::ScanDiff {
+            base: Some(pb::DiffedScan {
+                scan_id: 12,
+                hostname: "web-1".into(),
+                port: 22,
+                scan_type: pb::ScanType::Full as i32,
+                ..Default::default()
+            }),
+            scan: Some(pb::DiffedScan {
+                scan_id: 14,
+                hostname: "web-1".into(),
+                port: 22,
+                scan_type: pb::ScanType::Quick as i32,
+                ..Default::default()
+            }),
+            compared_sections: vec![pb::DiffSection::Os as i32, pb::DiffSection::Uptime as i32],
+            skipped_sections: vec![pb::SkippedSection {
+                section: pb::DiffSection::Packages as i32,
+                reason: "the scan is a quick scan".into(),
+            }],
+            change_count: 4,
+            kernel: Some(pb::StringChange {
+                old_value: "6.1.0-17-amd64".into(),
+                new_value: "6.1.0-18-amd64".into(),
+            }),
+            reboot: Some(pb::Reboot {
+                old_uptime_seconds: 86_400,
+                new_uptime_seconds: 60,
+                boot_time: Some(prost_types::Timestamp {
+                    seconds: 1_800_000_000,
+                    nanos: 0,
+                }),
+            }),
+            packages_added: vec![pb::PackageChange {
+                manager: "dpkg".into(),
+                name: "hs-new".into(),
+                version: "1.0-1".into(),
+            }],
+            addresses_removed: vec![pb::AddressChange {
+                interface: "eth0".into(),
+                address: Some(pb::Address {
+                    family: "inet".into(),
+                    address: "10.0.0.5".into(),
+                    prefix_length: 24,
+                }),
+            }],
+            ..Default::default()
+        };
+        let styled = diff(&d);
+        let plain = anstream::adapter::strip_str(&styled).to_string();
+        for want in [
+            "scan 14 (quick) against scan 12 (full)  web-1:22\n",
+            "Compared   os, uptime\n",
+            "Skipped    packages: the scan is a quick scan\n",
+            "~ kernel           6.1.0-17-amd64 → 6.1.0-18-amd64\n",
+            "! rebooted         up 1d 0h 0m → 1m 0s; booted 2027-01-15 08:00:00 UTC\n",
+            "+ package          hs-new 1.0-1 (dpkg)\n",
+            "- address          eth0 inet 10.0.0.5/24\n",
+            "4 changes\n",
+        ] {
+            assert!(plain.contains(want), "missing {want:?} in\n{plain}");
+        }
+        assert!(
+            styled.contains("\x1b[32m+ package"),
+            "added lines are green: {styled:?}"
+        );
+        assert!(styled.contains("\x1b[31m- address"), "{styled:?}");
+        assert!(diff(&pb::ScanDiff::default()).ends_with("No changes\n"));
     }
 
     #[test]

@@ -83,6 +83,44 @@ pub struct Packages {
     pub count: u64,
     /// Up to 50, newest first; empty where the manager records no install time.
     pub recent: Vec<Package>,
+    /// Every installed package, sorted by name then version, each distinct
+    /// (name, version) once (dpkg's co-installed architectures of one
+    /// version are one entry; rpm's several kernels are several). `None`
+    /// where the list is not known: results stored before hostscan kept it,
+    /// or a host with more than `MAX_INSTALLED` packages. Stored as
+    /// `[name, version]` pairs (about 30 bytes a package as JSON text).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub installed: Option<Vec<InstalledPackage>>,
+}
+
+impl Packages {
+    /// The most packages a scan lists one by one (`installed`); beyond it
+    /// only the count is kept. Real hosts have a few thousand; at this bound
+    /// a scan's list is about 0.7 MB in protobuf, and a diff listing two
+    /// whole lists (a changed manager) stays well below gRPC's 4 MB
+    /// default message limit.
+    pub const MAX_INSTALLED: usize = 20_000;
+}
+
+/// A package as the manager lists it: its name and version.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(from = "(String, String)", into = "(String, String)")]
+pub struct InstalledPackage {
+    pub name: String,
+    /// As the manager shows it, epoch included (see `Package::version`).
+    pub version: String,
+}
+
+impl From<(String, String)> for InstalledPackage {
+    fn from((name, version): (String, String)) -> Self {
+        Self { name, version }
+    }
+}
+
+impl From<InstalledPackage> for (String, String) {
+    fn from(p: InstalledPackage) -> Self {
+        (p.name, p.version)
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -1,6 +1,7 @@
 //! The shared vocabulary: scan types, statuses, error kinds, the scan record
 //! and its events. Plain data; every layer may use it, it uses no layer.
 
+pub mod diff;
 pub mod facts;
 
 use std::fmt;

@@ -489,6 +489,16 @@ trait Backend: Send + Sync + 'static {
     fn pool_state(&self) -> PoolState;
     /// PENDING scans: how many, and when the oldest was created.
     fn pending_summary(&self) -> Result<(i64, Option<DateTime<Utc>>), StoreError>;
+    /// The id of the newest COMPLETED scan of `hostname:port` with an id
+    /// below `before_id` and this `scan_type` (an index range read:
+    /// `scans_host_completed_idx`).
+    fn previous_completed(
+        &self,
+        hostname: &str,
+        port: i32,
+        scan_type: &str,
+        before_id: i64,
+    ) -> Result<Option<i64>, StoreError>;
 }
 
 /// A pool's state as r2d2 reports it, for metrics.
@@ -819,6 +829,40 @@ impl Store {
     pub async fn count_prunable(&self, older_than: Duration) -> Result<i64, StoreError> {
         let secs = i64::try_from(older_than.as_secs()).unwrap_or(i64::MAX);
         self.run(move |b| b.count_prunable(secs)).await
+    }
+}
+
+impl Store {
+    /// The newest COMPLETED scan of `hostname:port` created before scan
+    /// `before_id` whose type is one of `types` (DiffScans' default base).
+    /// One index lookup per type.
+    pub async fn previous_completed(
+        &self,
+        hostname: &str,
+        port: u16,
+        before_id: i64,
+        types: &[ScanType],
+    ) -> Result<Option<Scan>, StoreError> {
+        let hostname = hostname.to_string();
+        let types: Vec<&'static str> = types.iter().map(|t| t.as_str()).collect();
+        let row = self
+            .run(move |b| {
+                let mut newest = None;
+                for t in types {
+                    newest = newest.max(b.previous_completed(
+                        &hostname,
+                        i32::from(port),
+                        t,
+                        before_id,
+                    )?);
+                }
+                match newest {
+                    Some(id) => b.get(id),
+                    None => Ok(None),
+                }
+            })
+            .await?;
+        model(row)
     }
 }
 

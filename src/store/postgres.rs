@@ -742,6 +742,32 @@ impl Backend for Postgres {
         })
     }
 
+    fn previous_completed(
+        &self,
+        hostname: &str,
+        port: i32,
+        scan_type: &str,
+        before_id: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        #[derive(QueryableByName)]
+        struct Id {
+            #[diesel(sql_type = BigInt)]
+            id: i64,
+        }
+        // 'completed' is a literal: it matches the partial index's predicate.
+        let row: Option<Id> = diesel::sql_query(
+            "SELECT id FROM scans WHERE hostname = $1 AND port = $2 AND scan_type = $3 \
+               AND status = 'completed' AND id < $4 ORDER BY id DESC LIMIT 1",
+        )
+        .bind::<Text, _>(hostname)
+        .bind::<Integer, _>(port)
+        .bind::<Text, _>(scan_type)
+        .bind::<BigInt, _>(before_id)
+        .get_result(&mut self.conn()?)
+        .optional()?;
+        Ok(row.map(|r| r.id))
+    }
+
     fn count_prunable(&self, older_than_secs: i64) -> Result<i64, StoreError> {
         #[derive(QueryableByName)]
         struct Count {

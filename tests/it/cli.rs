@@ -278,6 +278,12 @@ async fn the_readme_grpcurl_examples_work() {
         "\"id\": \"2\"",
         "\"totalSize\": \"2\"",
         "\"hostname\": \"127.0.0.1\"",
+        // DiffScans: scan 2 against the previous completed scan, 1.
+        "\"base\": {",
+        "\"scanId\": \"1\"",
+        "\"comparedSections\": [",
+        "\"DIFF_SECTION_OS\"",
+        "\"reason\": \"the base scan is a quick scan\"",
         "\"status\": \"SERVING\"",
         "scan 3 through a jump host\n",
     ];

@@ -4,6 +4,7 @@
 mod support;
 
 mod cli;
+mod diff;
 mod e2e;
 mod engine;
 mod faults;

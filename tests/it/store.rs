@@ -669,6 +669,7 @@ fn results_for(os_id: &str, packages: Option<u64>, step_errors: usize) -> ScanRe
             manager: "dpkg".into(),
             count,
             recent: Vec::new(),
+            installed: None,
         }),
         step_errors: (0..step_errors)
             .map(|i| StepError {

@@ -252,6 +252,7 @@ enum Call {
     Hosts(pb::ListHostsRequest),
     /// WatchScans never ends by itself: only its opening is checked.
     Feed(pb::WatchScansRequest),
+    Diff(pb::DiffScansRequest),
 }
 
 fn call(sshd_port: u16, refused_port: u16, user: String) -> BoxedStrategy<Call> {
@@ -341,7 +342,23 @@ fn call(sshd_port: u16, refused_port: u16, user: String) -> BoxedStrategy<Call> 
                 resume_token,
             })
         });
+    let threshold = prop_oneof![
+        2 => Just(None),
+        3 => (-1e3f64..1e3).prop_map(Some),
+        1 => prop::sample::select(vec![f64::NAN, f64::INFINITY, f64::NEG_INFINITY]).prop_map(Some),
+    ];
+    let diff = (number(), number(), any::<bool>(), threshold).prop_map(
+        |(base_scan_id, scan_id, allow_different_hosts, used_percent_threshold)| {
+            Call::Diff(pb::DiffScansRequest {
+                base_scan_id,
+                scan_id,
+                allow_different_hosts,
+                used_percent_threshold,
+            })
+        },
+    );
     prop_oneof![
+        1 => diff,
         1 => feed,
         1 => hosts,
         3 => start,
@@ -369,6 +386,8 @@ const FIELDS: &[&str] = &[
     "os_id",
     "proxy_jump",
     "resume_token",
+    "base_scan_id",
+    "used_percent_threshold",
 ];
 
 /// A rejected call is fine if it says which field, or that the scan does
@@ -447,6 +466,7 @@ async fn random_requests_through_every_rpc() {
                 Call::Watch(r) => r.scan_id = id,
                 Call::Get(r) => r.scan_id = id,
                 Call::Cancel(r) if i % 4 == 0 => r.scan_id = id,
+                Call::Diff(r) => r.scan_id = id,
                 _ => {}
             }
         }
@@ -476,6 +496,12 @@ async fn random_requests_through_every_rpc() {
             Call::Feed(r) => match client.watch_scans(r.clone()).await {
                 // Opened: the snapshot was read; the stream is dropped here.
                 Ok(stream) => drop(stream),
+                Err(s) => assert_clean_rejection(&s, r.encoded_len(), &what),
+            },
+            Call::Diff(r) => match client.diff_scans(r).await {
+                Ok(_) => {}
+                // Not COMPLETED, different hosts, or no earlier scan.
+                Err(s) if s.code() == Code::FailedPrecondition => {}
                 Err(s) => assert_clean_rejection(&s, r.encoded_len(), &what),
             },
             Call::Hosts(r) => match client.list_hosts(r.clone()).await {

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use super::{ParseError, lines, named_sections, parse_i64, truncate_chars};
-use crate::model::facts::{Package, Packages};
+use crate::model::facts::{InstalledPackage, Package, Packages};
 
 /// Prints one section per manager whose database is present: `@@dpkg` (plus
 /// `@@dpkg-log` with the last 500 install/upgrade lines of dpkg.log),
@@ -56,9 +56,9 @@ const MAX_TEXT: usize = 256;
 pub fn parse(stdout: &str) -> Result<Packages, ParseError> {
     let secs = named_sections(stdout);
     let dpkg_log = secs.iter().find(|(n, _)| *n == "dpkg-log").map(|(_, b)| *b);
-    let mut best: Option<(String, u64, Vec<Package>)> = None;
+    let mut best: Option<(String, Found)> = None;
     for (name, body) in &secs {
-        let (count, pkgs) = match *name {
+        let found = match *name {
             "dpkg" => dpkg(body, dpkg_log),
             "rpm" => tab_separated(body),
             "apk" => apk(body),
@@ -66,20 +66,61 @@ pub fn parse(stdout: &str) -> Result<Packages, ParseError> {
             "pkg" => tab_separated(body),
             _ => continue,
         };
-        if best.as_ref().is_none_or(|(_, c, _)| count > *c) {
-            best = Some(((*name).to_string(), count, pkgs));
+        if best.as_ref().is_none_or(|(_, b)| found.count > b.count) {
+            best = Some(((*name).to_string(), found));
         }
     }
-    let Some((manager, count, pkgs)) = best else {
+    let Some((manager, found)) = best else {
         return Err(ParseError::new(
             "no package manager found (looked for dpkg, rpm, apk, pacman, pkg)",
         ));
     };
     Ok(Packages {
         manager,
-        count,
-        recent: recent(pkgs),
+        count: found.count,
+        recent: recent(found.dated),
+        installed: found.installed.finish(),
     })
+}
+
+/// What one manager's section lists.
+#[derive(Default)]
+struct Found {
+    /// Installed packages, as the manager counts them.
+    count: u64,
+    /// Candidates for `recent` (bounded by `push_bounded`).
+    dated: Vec<Package>,
+    installed: Installed,
+}
+
+/// Every installed (name, version), up to `Packages::MAX_INSTALLED`.
+#[derive(Default)]
+struct Installed {
+    list: Vec<InstalledPackage>,
+    overflow: bool,
+}
+
+impl Installed {
+    fn push(&mut self, name: &str, version: &str) {
+        if self.list.len() >= Packages::MAX_INSTALLED {
+            self.overflow = true;
+            return;
+        }
+        self.list.push(InstalledPackage {
+            name: truncate_chars(name.trim(), MAX_TEXT),
+            version: truncate_chars(version.trim(), MAX_TEXT),
+        });
+    }
+
+    /// Sorted, each (name, version) once; `None` past the bound.
+    fn finish(mut self) -> Option<Vec<InstalledPackage>> {
+        if self.overflow {
+            return None;
+        }
+        self.list.sort();
+        self.list.dedup();
+        Some(self.list)
+    }
 }
 
 /// The newest `RECENT` packages with a known install time, newest first,
@@ -126,10 +167,9 @@ fn push_bounded(pkgs: &mut Vec<Package>, p: Package) {
 /// (installed), or `t`/`W` (installed, a trigger pending or awaited), so
 /// `ii`, `hi`, `ri`, `pi` count and `rc`, `in`, `ic`, `un`, `iU` do not.
 /// `${Version}` is dpkg's own string, epoch included (`2:9.0.1378-2`).
-fn dpkg(body: &str, log: Option<&str>) -> (u64, Vec<Package>) {
-    let mut count = 0u64;
+fn dpkg(body: &str, log: Option<&str>) -> Found {
+    let mut found = Found::default();
     let mut missing: Vec<(String, String)> = Vec::new();
-    let mut pkgs = Vec::new();
     for line in lines(body) {
         let mut f = line.split('\t');
         let (Some(status), Some(mtime), Some(name), Some(version)) =
@@ -140,9 +180,10 @@ fn dpkg(body: &str, log: Option<&str>) -> (u64, Vec<Package>) {
         if !dpkg_installed(status) || name.trim().is_empty() {
             continue;
         }
-        count = count.saturating_add(1);
+        found.count = found.count.saturating_add(1);
+        found.installed.push(name, version);
         match time(mtime) {
-            Some(t) => push_bounded(&mut pkgs, package(name, version, Some(t))),
+            Some(t) => push_bounded(&mut found.dated, package(name, version, Some(t))),
             None if missing.len() < 100_000 => {
                 missing.push((name.trim().to_string(), version.to_string()))
             }
@@ -153,11 +194,11 @@ fn dpkg(body: &str, log: Option<&str>) -> (u64, Vec<Package>) {
         let times = log.map(dpkg_log_times).unwrap_or_default();
         for (name, version) in missing {
             if let Some(t) = times.get(name.as_str()) {
-                push_bounded(&mut pkgs, package(&name, &version, Some(*t)));
+                push_bounded(&mut found.dated, package(&name, &version, Some(*t)));
             }
         }
     }
-    (count, pkgs)
+    found
 }
 
 fn dpkg_installed(status: &str) -> bool {
@@ -234,9 +275,8 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 /// rpm (`[EPOCH:]VERSION-RELEASE`, as `rpm -q` shows it with an epoch)
 /// and FreeBSD pkg (`%v`, whose `,N` suffix is pkg's epoch): `time\tname\tversion`. Every line with a name
 /// counts (rpm's gpg-pubkey entries included, as `rpm -qa | wc -l`).
-fn tab_separated(body: &str) -> (u64, Vec<Package>) {
-    let mut count = 0u64;
-    let mut pkgs = Vec::new();
+fn tab_separated(body: &str) -> Found {
+    let mut found = Found::default();
     for line in lines(body) {
         let mut f = line.split('\t');
         let (Some(t), Some(name), Some(version)) = (f.next(), f.next(), f.next()) else {
@@ -245,28 +285,43 @@ fn tab_separated(body: &str) -> (u64, Vec<Package>) {
         if name.trim().is_empty() {
             continue;
         }
-        count = count.saturating_add(1);
-        push_bounded(&mut pkgs, package(name, version, time(t)));
+        found.count = found.count.saturating_add(1);
+        found.installed.push(name, version);
+        push_bounded(&mut found.dated, package(name, version, time(t)));
     }
-    (count, pkgs)
+    found
 }
 
 /// `P:name` starts a record, `V:version` completes it. No install times.
-fn apk(body: &str) -> (u64, Vec<Package>) {
-    let count = lines(body)
-        .filter(|l| l.strip_prefix("P:").is_some_and(|n| !n.trim().is_empty()))
-        .count();
-    (u64::try_from(count).unwrap_or(u64::MAX), Vec::new())
+fn apk(body: &str) -> Found {
+    let mut found = Found::default();
+    let mut name: Option<&str> = None;
+    let flush = |name: &mut Option<&str>, version: &str, found: &mut Found| {
+        if let Some(n) = name.take() {
+            found.count = found.count.saturating_add(1);
+            found.installed.push(n, version);
+        }
+    };
+    for line in lines(body) {
+        if let Some(n) = line.strip_prefix("P:") {
+            flush(&mut name, "", &mut found);
+            name = Some(n).filter(|n| !n.trim().is_empty());
+        } else if let Some(v) = line.strip_prefix("V:") {
+            flush(&mut name, v, &mut found);
+        }
+    }
+    flush(&mut name, "", &mut found);
+    found
 }
 
 /// `%NAME% x`, `%VERSION% y`, `%INSTALLDATE% t` lines; a NAME starts a record.
-fn pacman(body: &str) -> (u64, Vec<Package>) {
-    let mut count = 0u64;
-    let mut pkgs = Vec::new();
+fn pacman(body: &str) -> Found {
+    let mut found = Found::default();
     let mut cur: Option<Package> = None;
-    let flush = |cur: &mut Option<Package>, pkgs: &mut Vec<Package>| {
+    let flush = |cur: &mut Option<Package>, found: &mut Found| {
         if let Some(p) = cur.take() {
-            push_bounded(pkgs, p);
+            found.installed.push(&p.name, &p.version);
+            push_bounded(&mut found.dated, p);
         }
     };
     for line in lines(body) {
@@ -275,8 +330,8 @@ fn pacman(body: &str) -> (u64, Vec<Package>) {
         };
         match key {
             "%NAME%" if !value.trim().is_empty() => {
-                flush(&mut cur, &mut pkgs);
-                count = count.saturating_add(1);
+                flush(&mut cur, &mut found);
+                found.count = found.count.saturating_add(1);
                 cur = Some(package(value, "", None));
             }
             "%VERSION%" => {
@@ -292,8 +347,8 @@ fn pacman(body: &str) -> (u64, Vec<Package>) {
             _ => {}
         }
     }
-    flush(&mut cur, &mut pkgs);
-    (count, pkgs)
+    flush(&mut cur, &mut found);
+    found
 }
 
 #[cfg(test)]
@@ -441,6 +496,70 @@ mod tests {
         assert_eq!(p.recent[0].version, "3.0.3,1");
         assert_eq!(p.recent[1].name, "sudo");
         assert_eq!(p.recent[1].version, "1.9.15p5_4");
+    }
+
+    /// Every installed package, sorted, each (name, version) once: dpkg's
+    /// co-installed architectures collapse, rpm's kernels do not.
+    #[test]
+    fn the_whole_installed_list() {
+        let p = parse(include_str!(
+            "../../../tests/fixtures/debian12/packages.txt"
+        ))
+        .expect("parses");
+        let installed = p.installed.expect("listed");
+        assert_eq!(installed.len() as u64, DEBIAN12_COUNT);
+        assert!(installed.windows(2).all(|w| w[0] < w[1]));
+        for r in &p.recent {
+            assert!(
+                installed
+                    .iter()
+                    .any(|i| i.name == r.name && i.version == r.version),
+                "{r:?}"
+            );
+        }
+        let text = "@@dpkg\nii \t1\tlibc6\t2.36-9\nii \t1\tlibc6\t2.36-9\nrc \t2\tgone\t1\n\
+                    @@rpm\n1\tkernel-core\t5.14.0-2\n2\tkernel-core\t5.14.0-1\n3\tkernel-core\t5.14.0-3\n";
+        let p = parse(text).expect("parses");
+        assert_eq!((p.manager.as_str(), p.count), ("rpm", 3));
+        let versions: Vec<&str> = p
+            .installed
+            .as_ref()
+            .expect("listed")
+            .iter()
+            .map(|i| i.version.as_str())
+            .collect();
+        assert_eq!(versions, ["5.14.0-1", "5.14.0-2", "5.14.0-3"]);
+        let dpkg = parse("@@dpkg\nii \t1\tlibc6\t2.36-9\nii \t1\tlibc6\t2.36-9\n").expect("parses");
+        assert_eq!(dpkg.count, 2, "dpkg counts both architectures");
+        assert_eq!(dpkg.installed.map(|l| l.len()), Some(1));
+        let apk =
+            parse("@@apk\nP:musl\nV:1.2.4-r2\nP:busybox\nV:1.36.1-r5\nP:nover\n").expect("parses");
+        assert_eq!(apk.count, 3);
+        let listed: Vec<(String, String)> = apk
+            .installed
+            .expect("listed")
+            .into_iter()
+            .map(Into::into)
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("busybox".into(), "1.36.1-r5".into()),
+                ("musl".into(), "1.2.4-r2".into()),
+                ("nover".into(), String::new())
+            ]
+        );
+    }
+
+    #[test]
+    fn installed_lists_are_bounded() {
+        let mut text = String::from("@@rpm\n");
+        for i in 0..=Packages::MAX_INSTALLED {
+            text.push_str(&format!("1\tp{i}\t1\n"));
+        }
+        let p = parse(&text).expect("parses");
+        assert_eq!(p.count as usize, Packages::MAX_INSTALLED + 1);
+        assert!(p.installed.is_none(), "over the bound: the count only");
     }
 
     #[test]

@@ -177,6 +177,16 @@ impl Lab {
         )
     }
 
+    /// An address of this lab's block that no link uses (`.240`-`.254`),
+    /// for a test's own interfaces inside a namespace.
+    pub fn spare_address(&self, index: u8) -> String {
+        assert!(
+            index < 15 && self.links < 60,
+            "spare addresses are .240-.254"
+        );
+        format!("{}.{}", self.prefix, 240 + index)
+    }
+
     /// Connects the root namespace to `ns`: (root's address, ns's address).
     pub fn link_root(&mut self, ns: &str) -> (String, String) {
         let (a, b) = self.subnet();

@@ -116,6 +116,10 @@ pub struct Options {
     pub netns: Option<InNetns>,
     /// More sshd_config lines (HostCertificate, TrustedUserCAKeys, ...).
     pub extra_config: Vec<String>,
+    /// With `netns`: run the sshd in a private mount namespace too, after
+    /// this constant-shaped sh fragment of the test's own (bind mounts of
+    /// its temp dirs); the mounts vanish with the sshd and its sessions.
+    pub mount_setup: Option<String>,
 }
 
 /// Where a namespaced sshd runs: `ip netns exec NS unshare --uts`, with
@@ -303,11 +307,26 @@ impl Sshd {
                 "127.0.0.1".to_string(),
             ),
             Some(n) => {
-                let command = format!(
-                    "ip netns exec {ns} unshare --uts sh -c 'hostname {name} && exec {sshd}'",
-                    ns = n.ns,
-                    name = n.hostname,
-                );
+                let command = match &options.mount_setup {
+                    None => format!(
+                        "ip netns exec {ns} unshare --uts sh -c 'hostname {name} && exec {sshd}'",
+                        ns = n.ns,
+                        name = n.hostname,
+                    ),
+                    Some(setup) => {
+                        let script = dir.path().join("start.sh");
+                        std::fs::write(
+                            &script,
+                            format!("set -e\nhostname {}\n{setup}\nexec {sshd}\n", n.hostname),
+                        )
+                        .expect("start script");
+                        format!(
+                            "ip netns exec {ns} unshare --uts --mount --propagation private sh {}",
+                            script.display(),
+                            ns = n.ns,
+                        )
+                    }
+                };
                 (Tied::spawn("sshd", &command, "TERM", ""), n.address.clone())
             }
         };
