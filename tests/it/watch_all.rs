@@ -337,3 +337,35 @@ async fn scans_on_another_replica_and_a_resumed_stream() {
         .expect_err("bad host");
     assert!(bad.message().starts_with("hostname:"), "{}", bad.message());
 }
+
+/// Subscribers that go away free their subscription at once: the server's
+/// open-streams gauge follows 50 dashboards arriving and leaving.
+#[tokio::test]
+async fn dashboards_that_leave_are_let_go() {
+    use crate::support::server::scrape;
+    let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", crate::support::free_port())
+        .parse()
+        .expect("addr");
+    let env = Env::start(&[], &["--metrics-listen", &metrics.to_string()]).await;
+    let open = || async move {
+        scrape(metrics)
+            .await
+            .get("hostscan_watch_streams")
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let mut client = env.server.client().await;
+    let mut streams = Vec::new();
+    for _ in 0..50 {
+        streams.push(subscribe(&mut client, pb::WatchScansRequest::default()).await);
+    }
+    crate::support::eventually("50 open streams", Duration::from_secs(30), || async {
+        (open().await == 50.0).then_some(())
+    })
+    .await;
+    drop(streams);
+    crate::support::eventually("every stream let go", Duration::from_secs(30), || async {
+        (open().await == 0.0).then_some(())
+    })
+    .await;
+}
