@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_stream::Stream;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::WaitForCancellationFutureOwned;
 use tonic::Status;
 
 use super::{ScanApi, not_found, status};
@@ -45,9 +45,8 @@ pub(super) async fn start(api: &ScanApi, id: i64, after: i64) -> Result<WatchStr
         scan_id: id,
         store: api.store.clone(),
         subscription,
-        heartbeat: api.watch_heartbeat,
-        idle_until: Instant::now() + api.watch_heartbeat,
-        shutdown: api.shutdown.clone(),
+        heartbeat: Heartbeat::new(api.watch_heartbeat),
+        shutdown: Box::pin(api.shutdown.clone().cancelled_owned()),
         last,
         state: None,
         initial: Some(scan),
@@ -65,15 +64,14 @@ struct Forwarder {
     store: Store,
     /// Dropped with the stream, freeing the hub channel if it was the last.
     subscription: Subscription,
-    heartbeat: Duration,
-    /// When to send a heartbeat if nothing else is sent before.
-    idle_until: Instant,
-    /// Cancelled at shutdown: the stream ends with UNAVAILABLE.
-    shutdown: CancellationToken,
+    heartbeat: Heartbeat,
+    /// Resolves at shutdown: the stream ends with UNAVAILABLE. Made once and
+    /// kept: a fresh one per poll would take the token's lock each time.
+    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
     /// Highest sequence sent (or the client's `after_sequence`).
     last: i64,
-    /// The last state sent (without `scan`), repeated as heartbeat.
-    state: Option<pb::ScanEvent>,
+    /// The last state sent, repeated (without `scan`) as heartbeat.
+    state: Option<Arc<ScanEvent>>,
     /// The row read at subscription, sent first if newer than `last`.
     initial: Option<Scan>,
     /// Set after the terminal event: the next poll ends the stream.
@@ -97,18 +95,20 @@ impl Forwarder {
         }
         loop {
             tokio::select! {
-                _ = self.shutdown.cancelled() => {
+                _ = &mut self.shutdown => {
                     self.done = true;
                     return Some(Err(Status::unavailable(format!(
                         "the server is shutting down; resume with after_sequence={}",
                         self.last
                     ))));
                 }
-                _ = tokio::time::sleep_until(self.idle_until) => {
-                    self.idle_until = Instant::now() + self.heartbeat;
-                    if let Some(mut beat) = self.state.clone() {
+                due = self.heartbeat.tick() => {
+                    if due && let Some(state) = &self.state {
+                        let mut beat = pb::ScanEvent::from(state.as_ref());
+                        beat.scan = None;
                         beat.heartbeat = true;
                         beat.time = Some(pb::timestamp(chrono::Utc::now()));
+                        self.heartbeat.sent();
                         return Some(Ok(beat));
                     }
                 }
@@ -148,32 +148,27 @@ impl Forwarder {
 
     /// Records `event` as sent: the new high-water mark, the heartbeat
     /// state, the idle timer, and whether the stream is over.
-    fn sent(&mut self, mut event: pb::ScanEvent) -> pb::ScanEvent {
+    fn sent(&mut self, event: Arc<ScanEvent>) -> pb::ScanEvent {
         self.last = self.last.max(event.sequence);
-        self.done = pb::ScanStatus::try_from(event.status)
-            .ok()
-            .and_then(pb::ScanStatus::to_model)
-            .is_some_and(|s| s.is_terminal());
-        // Remember the state without cloning the (possibly large) scan.
-        let scan = event.scan.take();
-        self.state = Some(event.clone());
-        event.scan = scan;
-        self.idle_until = Instant::now() + self.heartbeat;
-        event
+        self.done = event.status.is_terminal();
+        self.heartbeat.sent();
+        let out = pb::ScanEvent::from(event.as_ref());
+        self.state = Some(event);
+        out
     }
 
     /// `scan` as a snapshot event if it is newer than what the client has.
     /// Otherwise `None`, and the stream is over if `scan` is terminal.
     fn snapshot(&mut self, scan: &Scan) -> Option<pb::ScanEvent> {
         if scan.sequence > self.last {
-            return Some(self.sent(pb::ScanEvent::from(&ScanEvent::snapshot(scan))));
+            return Some(self.sent(Arc::new(ScanEvent::snapshot(scan))));
         }
         if scan.status.is_terminal() {
             self.done = true;
         } else if self.state.is_none() {
-            let mut event = pb::ScanEvent::from(&ScanEvent::snapshot(scan));
+            let mut event = ScanEvent::snapshot(scan);
             event.scan = None;
-            self.state = Some(event);
+            self.state = Some(Arc::new(event));
         }
         None
     }
@@ -182,11 +177,51 @@ impl Forwarder {
     /// the stream is over if `event` is terminal.
     fn live(&mut self, event: &Arc<ScanEvent>) -> Option<pb::ScanEvent> {
         if event.sequence > self.last {
-            return Some(self.sent(pb::ScanEvent::from(event.as_ref())));
+            return Some(self.sent(Arc::clone(event)));
         }
         if event.status.is_terminal() {
             self.done = true;
         }
         None
+    }
+}
+
+/// When a quiet stream is due a heartbeat. Sending only notes the time; the
+/// timer is re-armed when it fires, so a busy stream costs no timer work per
+/// event.
+pub(super) struct Heartbeat {
+    every: Duration,
+    last_sent: Instant,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Heartbeat {
+    pub(super) fn new(every: Duration) -> Self {
+        let now = Instant::now();
+        Self {
+            every,
+            last_sent: now,
+            timer: Box::pin(tokio::time::sleep_until(now + every)),
+        }
+    }
+
+    /// Something was sent now.
+    pub(super) fn sent(&mut self) {
+        self.last_sent = Instant::now();
+    }
+
+    /// Resolves when the timer fires: `true` if the stream has been quiet
+    /// for the whole interval (send a heartbeat), `false` if something was
+    /// sent meanwhile (the timer is re-armed for the rest).
+    pub(super) async fn tick(&mut self) -> bool {
+        (&mut self.timer).await;
+        let due = self.last_sent + self.every;
+        if Instant::now() >= due {
+            self.timer.as_mut().reset(Instant::now() + self.every);
+            true
+        } else {
+            self.timer.as_mut().reset(due);
+            false
+        }
     }
 }

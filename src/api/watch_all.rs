@@ -22,10 +22,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::WaitForCancellationFutureOwned;
 use tonic::Status;
 
-use super::watch::WatchStream;
+use super::watch::{Heartbeat, WatchStream};
 use super::{ScanApi, status};
 use crate::model::{ScanEvent, ScanStatus, ScanType};
 use crate::pb;
@@ -104,9 +104,8 @@ pub(super) async fn start(
         filter,
         events,
         resyncs,
-        heartbeat: api.watch_heartbeat,
-        idle_until: Instant::now() + api.watch_heartbeat,
-        shutdown: api.shutdown.clone(),
+        heartbeat: Heartbeat::new(api.watch_heartbeat),
+        shutdown: Box::pin(api.shutdown.clone().cancelled_owned()),
         open: HashMap::new(),
         finished: HashMap::new(),
         finished_order: VecDeque::new(),
@@ -130,10 +129,10 @@ struct Forwarder {
     /// Changes when events may have been missed (cross-replica listener
     /// reconnected): resync.
     resyncs: tokio::sync::watch::Receiver<u64>,
-    heartbeat: Duration,
-    idle_until: Instant,
-    /// Cancelled at shutdown: the stream ends with UNAVAILABLE.
-    shutdown: CancellationToken,
+    heartbeat: Heartbeat,
+    /// Resolves at shutdown: the stream ends with UNAVAILABLE (made once,
+    /// as in WatchScan).
+    shutdown: std::pin::Pin<Box<WaitForCancellationFutureOwned>>,
     /// Scans sent that have not finished: the last sequence sent, and
     /// whether the scan matched the status filter then.
     open: HashMap<i64, (i64, bool)>,
@@ -160,18 +159,20 @@ impl Forwarder {
                 return Some(Ok(self.sent(event)));
             }
             tokio::select! {
-                _ = self.shutdown.cancelled() => {
+                _ = &mut self.shutdown => {
                     self.done = true;
                     return Some(Err(Status::unavailable(format!(
                         "the server is shutting down; resume with resume_token={}",
                         encode_token(self.last_time)
                     ))));
                 }
-                _ = tokio::time::sleep_until(self.idle_until) => {
-                    return Some(Ok(self.sent(pb::ScanEvent {
-                        heartbeat: true,
-                        ..Default::default()
-                    })));
+                due = self.heartbeat.tick() => {
+                    if due {
+                        return Some(Ok(self.sent(pb::ScanEvent {
+                            heartbeat: true,
+                            ..Default::default()
+                        })));
+                    }
                 }
                 changed = self.resyncs.changed() => {
                     if changed.is_ok()
@@ -295,7 +296,7 @@ impl Forwarder {
     fn sent(&mut self, mut event: pb::ScanEvent) -> pb::ScanEvent {
         let now = Utc::now();
         self.last_time = now;
-        self.idle_until = Instant::now() + self.heartbeat;
+        self.heartbeat.sent();
         if event.heartbeat {
             event.time = Some(pb::timestamp(now));
         }
