@@ -380,10 +380,13 @@ impl SshSetup {
             args.ssh_keys.clone()
         };
         if ssh_keys.is_empty() && agent.is_none() && ssh_config.is_none() {
-            return Err(err(
-                SSH_KEY,
-                "no SSH key given and none of ~/.ssh/id_ed25519, id_ecdsa, id_rsa exists (or give --ssh-auth-sock or --ssh-config)",
-            ));
+            // Serve anyway: the API, the database and the watchers work, and
+            // every scan fails AUTH_FAILED saying no key is configured.
+            tracing::warn!(
+                "no SSH key: no --ssh-key (HOSTSCAN_SSH_KEY) given and none of ~/.ssh/id_ed25519, \
+                 id_ecdsa, id_rsa exists, and no --ssh-auth-sock or --ssh-config; scans will fail \
+                 with AUTH_FAILED until the server is restarted with one"
+            );
         }
         for path in &ssh_keys {
             keyring.get(path).map_err(|e| err(SSH_KEY, e.to_string()))?;

@@ -515,16 +515,38 @@ async fn sample_metrics(store: Store, stop: CancellationToken) {
 
 /// What to try once the server listens, for someone reading its log.
 fn next_command(addr: SocketAddr, tls: bool) -> String {
+    let me = program_name();
     if tls {
         return format!(
-            "hostscan scan localhost --server https://{addr} --ca CA.pem   (or: grpcurl -cacert CA.pem {addr} list)"
+            "{me} scan localhost --server https://{addr} --ca CA.pem   (or: grpcurl -cacert CA.pem {addr} list)"
         );
     }
     let server = match addr.to_string().as_str() {
         "127.0.0.1:50051" => String::new(),
         other => format!(" --server http://{other}"),
     };
-    format!("hostscan scan localhost{server}   (or: grpcurl -plaintext {addr} list)")
+    format!("{me} scan localhost{server}   (or: grpcurl -plaintext {addr} list)")
+}
+
+/// How to run this binary from where the server was started: `hostscan`
+/// when that is what PATH finds, else its path (relative to the working
+/// directory when under it, as after `cargo run`: `./target/release/hostscan`).
+fn program_name() -> String {
+    let Ok(exe) = std::env::current_exe() else {
+        return "hostscan".into();
+    };
+    let on_path = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("hostscan") == exe));
+    if on_path {
+        return "hostscan".into();
+    }
+    match std::env::current_dir()
+        .ok()
+        .and_then(|cwd| exe.strip_prefix(cwd).ok().map(|p| p.to_path_buf()))
+    {
+        Some(relative) => format!("./{}", relative.display()),
+        None => exe.display().to_string(),
+    }
 }
 
 /// Applies other replicas' signals: wake workers, cancel local scans,

@@ -539,7 +539,7 @@ impl fmt::Display for Tried {
             parts.push(count(self.keys, "key", "keys"));
         }
         if parts.is_empty() {
-            parts.push("no keys: none configured".into());
+            parts.push("no keys: none configured (--ssh-key, ~/.ssh/id_*, an agent)".into());
         }
         write!(f, "{}", parts.join(", "))?;
         for n in &self.notes {

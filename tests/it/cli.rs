@@ -62,8 +62,11 @@ async fn probe_prints_facts_and_exits_by_outcome() {
     assert_eq!(out.status.code(), Some(0));
     let human = text(&out.stdout);
     assert!(human.contains("quick  COMPLETED  100%"), "{human}");
-    assert!(
-        human.contains("Disks") && human.contains("Memory"),
+    assert!(human.contains("Memory"), "{human}");
+    // The disks section lists what this machine's df has (none in a chroot).
+    assert_eq!(
+        human.contains("Disks"),
+        !crate::support::local_disk_mounts().is_empty(),
         "{human}"
     );
 

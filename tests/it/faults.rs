@@ -362,7 +362,6 @@ async fn without_a_remote_timeout_a_hang_mid_group_is_cut_locally_and_the_rest_r
     assert_eq!(r.step_errors.len(), 1, "{:?}", r.step_errors);
     assert_eq!(r.step_errors[0].step, "hostname");
     assert_eq!(r.step_errors[0].message, "timed out after 1s");
-    assert!(
-        r.os.is_some() && r.uptime_seconds.is_some() && r.memory.is_some() && !r.disks.is_empty()
-    );
+    assert!(r.os.is_some() && r.uptime_seconds.is_some() && r.memory.is_some());
+    crate::support::assert_disks_of_this_machine(r.disks.iter().map(|d| d.mount.as_str()));
 }

@@ -342,9 +342,10 @@ async fn sighup_swaps_certificates_without_dropping_streams() {
         .expect("watch")
         .into_inner();
     // Running, and stuck in df until the gate opens.
+    let stuck = crate::support::percent_before_df(hostscan::model::ScanType::Quick);
     loop {
         let e = stream.message().await.expect("stream").expect("an event");
-        if e.progress >= 80 {
+        if e.progress >= stuck {
             break;
         }
     }

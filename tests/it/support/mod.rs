@@ -146,3 +146,69 @@ pub fn write_executable(path: &Path, text: &str) {
     std::fs::write(path, text).expect("write script");
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
 }
+
+/// The progress a quick or full scan reaches when every step but `df` is
+/// done: what a test waits for while its fake `df` hangs.
+pub fn percent_before_df(scan_type: hostscan::model::ScanType) -> i32 {
+    let weights = hostscan::scan::plan(scan_type).map(|s| (s.name, s.weight));
+    let (total, disks) = weights.fold((hostscan::scan::CONNECT_WEIGHT, 0), |(t, d), (n, w)| {
+        (t + w, if n == "disks" { w } else { d })
+    });
+    i32::try_from((total - disks) * 100 / total.max(1)).unwrap_or(100)
+}
+
+/// Mount points of the file systems this machine's own `df` reports, read
+/// with the disks step's script and parser, sorted. On a machine this is
+/// `/` and its other disks; in a bare chroot or some containers `df` lists
+/// only pseudo file systems, and this is empty: the scan must agree.
+pub fn local_disk_mounts() -> Vec<String> {
+    use std::io::Write;
+    let mut child = Command::new("/bin/sh")
+        .arg("-s")
+        .env("LC_ALL", "C")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sh");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(hostscan::scan::parse::disks::SCRIPT.as_bytes())
+        .expect("write the disks script");
+    let out = child.wait_with_output().expect("the disks script ran");
+    let mut mounts: Vec<String> =
+        hostscan::scan::parse::disks::parse(&String::from_utf8_lossy(&out.stdout))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|d| d.mount)
+            .collect();
+    mounts.sort();
+    mounts
+}
+
+/// Checks a scan's disks against this machine: every file system this
+/// machine's `df` reports (`local_disk_mounts`) is there, and every one
+/// reported is mounted here (`/proc/self/mounts`). Another userland's `df`
+/// may list more (busybox's shows no types, so it cannot leave tmpfs out).
+pub fn assert_disks_of_this_machine<'a>(mounts: impl Iterator<Item = &'a str>) {
+    let reported: Vec<String> = mounts.map(String::from).collect();
+    let mounted = std::fs::read_to_string("/proc/self/mounts").expect("/proc/self/mounts");
+    let mounted: Vec<&str> = mounted
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    for local in local_disk_mounts() {
+        assert!(
+            reported.contains(&local),
+            "{local} missing from {reported:?}"
+        );
+    }
+    for m in &reported {
+        assert!(
+            mounted.contains(&m.as_str()),
+            "{m} is not mounted here: {reported:?}"
+        );
+    }
+}
