@@ -279,7 +279,7 @@ async fn scan_to_end(client: &mut Client, req: pb::StartScanRequest) -> pb::Scan
     let mut last = None;
     while let Some(e) = stream.message().await.expect("stream") {
         if e.scan.is_some() {
-            last = e.scan;
+            last = e.into_fields().scan;
         }
     }
     last.expect("terminal scan")

@@ -579,6 +579,7 @@ async fn bridge(
                         hostname,
                         scan_type,
                         scan: None,
+                        wire: Default::default(),
                     });
                 }
             }
@@ -612,6 +613,7 @@ async fn bridge(
                     hostname,
                     scan_type,
                     scan: scan.filter(|s| s.sequence == sequence),
+                    wire: Default::default(),
                 });
             }
             Signal::Resync => {

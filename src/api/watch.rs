@@ -152,7 +152,7 @@ impl Forwarder {
         self.last = self.last.max(event.sequence);
         self.done = event.status.is_terminal();
         self.heartbeat.sent();
-        let out = pb::ScanEvent::from(event.as_ref());
+        let out = pb::ScanEvent::shared_from(&event);
         self.state = Some(event);
         out
     }

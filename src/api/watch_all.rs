@@ -168,10 +168,13 @@ impl Forwarder {
                 }
                 due = self.heartbeat.tick() => {
                     if due {
-                        return Some(Ok(self.sent(pb::ScanEvent {
-                            heartbeat: true,
-                            ..Default::default()
-                        })));
+                        return Some(Ok(self.sent(
+                            pb::ScanEventFields {
+                                heartbeat: true,
+                                ..Default::default()
+                            }
+                            .into(),
+                        )));
                     }
                 }
                 changed = self.resyncs.changed() => {

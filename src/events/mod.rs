@@ -173,6 +173,7 @@ mod tests {
             hostname: "h".into(),
             scan_type: crate::model::ScanType::Quick,
             scan: None,
+            wire: Default::default(),
         }
     }
 

@@ -147,6 +147,9 @@ pub struct ScanEvent {
     pub scan_type: ScanType,
     /// The whole scan, on terminal events.
     pub scan: Option<Scan>,
+    /// This event as WatchScan sends it, encoded by the first stream that
+    /// sends it and shared by every other (an opaque cache: `pb` fills it).
+    pub wire: std::sync::OnceLock<bytes::Bytes>,
 }
 
 impl ScanEvent {
@@ -162,6 +165,7 @@ impl ScanEvent {
             hostname: scan.hostname.clone(),
             scan_type: scan.scan_type,
             scan: Some(scan.clone()),
+            wire: std::sync::OnceLock::new(),
         }
     }
 }

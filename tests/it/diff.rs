@@ -213,7 +213,7 @@ async fn scan(client: &mut Client, host: &str, port: u16, scan_type: pb::ScanTyp
     let mut stream = watch(client, started.id, 0).await;
     let mut last = None;
     while let Some(e) = stream.message().await.expect("stream") {
-        if let Some(s) = e.scan {
+        if let Some(s) = e.into_fields().scan {
             last = Some(s);
         }
     }

@@ -815,7 +815,7 @@ async fn sigterm_past_the_grace_period_requeues() {
 
 async fn a_killed_server_leaves_no_scan_running_forever(backend: Backend) {
     // df is slow but finishes: the requeued run completes.
-    let env = Env::start_on(
+    let mut env = Env::start_on(
         backend,
         &[("df", "sleep 3; exec /usr/bin/df \"$@\"")],
         &["--lease-timeout", "2"],
@@ -829,6 +829,8 @@ async fn a_killed_server_leaves_no_scan_running_forever(backend: Backend) {
         .into_inner();
     wait_for_running(&client, scan.id).await;
     env.server.signal("KILL");
+    // Gone, and with it its hold on the embedded database's lock.
+    env.server.wait(Duration::from_secs(10)).await;
     let server = Server::start(
         env.db.url(),
         &server_args(&env.keys, &env.sshd, &["--lease-timeout", "2"]),
@@ -1045,7 +1047,7 @@ async fn serves_without_a_key_and_scans_say_why_they_fail() {
     let last = collect(&mut client, scan.id, 0)
         .await
         .pop()
-        .and_then(|e| e.scan)
+        .and_then(|e| e.into_fields().scan)
         .expect("final");
     let error = last.error.expect("an error");
     assert_eq!(error.kind, pb::ScanErrorKind::AuthFailed as i32);

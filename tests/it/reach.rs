@@ -87,7 +87,7 @@ async fn scan_to_end(client: &mut Client, request: pb::StartScanRequest) -> pb::
     let mut stream = watch(client, started.id, 0).await;
     let mut last = None;
     while let Some(e) = stream.message().await.expect("watch") {
-        if let Some(s) = e.scan {
+        if let Some(s) = e.into_fields().scan {
             last = Some(s);
         }
     }

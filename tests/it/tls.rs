@@ -70,7 +70,7 @@ async fn scan_to_end(client: &mut ScanServiceClient<Channel>, port: u16) -> pb::
         .into_inner();
     let mut last = None;
     while let Some(e) = stream.message().await.expect("stream") {
-        last = e.scan.or(last);
+        last = e.into_fields().scan.or(last);
     }
     last.expect("terminal scan")
 }

@@ -299,7 +299,7 @@ async fn scans_on_another_replica_and_a_resumed_stream() {
     let finished = crate::e2e::collect(&mut there, missed.id, 0)
         .await
         .pop()
-        .and_then(|e| e.scan)
+        .and_then(|e| e.into_fields().scan)
         .expect("the final scan");
     assert!(is_terminal(finished.status));
     let mut resumed = subscribe(

@@ -13,6 +13,9 @@ use crate::model::{self, facts};
 
 tonic::include_proto!("hostscan.v1");
 
+mod event;
+pub use event::{ScanEvent, ScanEventFields};
+
 /// The protobuf codec of the hostscan service: prost, with a small initial
 /// encode buffer. tonic keeps one per open stream, and a WatchScan stream
 /// mostly sends small events; the buffer grows for the terminal one.
@@ -60,12 +63,15 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("host
 static POOL: LazyLock<Option<DescriptorPool>> =
     LazyLock::new(|| DescriptorPool::decode(FILE_DESCRIPTOR_SET).ok());
 
+/// The descriptor of a message of the hostscan API, e.g. "hostscan.v1.Scan".
+pub(crate) fn descriptor(full_name: &str) -> Option<prost_reflect::MessageDescriptor> {
+    POOL.as_ref()?.get_message_by_name(full_name)
+}
+
 /// Prints `message` (of proto type `full_name`, e.g. "hostscan.v1.Scan") in
 /// the proto3 JSON mapping, pretty, as grpcurl does.
 pub fn to_json<M: prost::Message>(message: &M, full_name: &str) -> String {
-    let dynamic = POOL
-        .as_ref()
-        .and_then(|pool| pool.get_message_by_name(full_name))
+    let dynamic = descriptor(full_name)
         .and_then(|desc| DynamicMessage::decode(desc, message.encode_to_vec().as_slice()).ok());
     let Some(dynamic) = dynamic else {
         return "{}".into();
@@ -188,6 +194,24 @@ impl From<&model::Scan> for Scan {
 }
 
 impl From<&model::ScanEvent> for ScanEvent {
+    fn from(e: &model::ScanEvent) -> Self {
+        ScanEventFields::from(e).into()
+    }
+}
+
+impl ScanEvent {
+    /// `e` as WatchScan sends it to every watcher: encoded once, into the
+    /// event's own cache, and shared.
+    pub fn shared_from(e: &model::ScanEvent) -> Self {
+        use prost::Message;
+        let wire = e
+            .wire
+            .get_or_init(|| ScanEventFields::from(e).encode_to_vec().into());
+        Self::shared(wire.clone())
+    }
+}
+
+impl From<&model::ScanEvent> for ScanEventFields {
     fn from(e: &model::ScanEvent) -> Self {
         Self {
             scan_id: e.scan_id,
