@@ -799,6 +799,9 @@ mod tests {
             t.to_string(),
             "1 certificate, 2 keys; certificate \"x\" expired at 2020-01-02 00:00:00 UTC"
         );
-        assert_eq!(Tried::default().to_string(), "no keys: none configured");
+        assert_eq!(
+            Tried::default().to_string(),
+            "no keys: none configured (--ssh-key, ~/.ssh/id_*, an agent)"
+        );
     }
 }
