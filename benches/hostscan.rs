@@ -312,20 +312,23 @@ fn ssh_command(targets: &Targets, port: u16, script: &Path) -> tokio::process::C
     .arg(&targets.keys.client)
     .args(["-p", &port.to_string()])
     .arg(format!("{}@127.0.0.1", targets.user))
-    .arg(hostscan::scan::COMMAND_LINE)
+    .arg(
+        std::fs::read_to_string(script.with_extension("cmd"))
+            .expect("command line beside the script"),
+    )
     .stdin(Stdio::from(std::fs::File::open(script).expect("script")))
     .stdout(Stdio::null())
     .stderr(Stdio::null());
     c
 }
 
+/// Writes the plan's driver script to `<dir>/<type>.sh` and its remote
+/// command line beside it (`<type>.cmd`, read by `ssh_command`).
 fn script_file(dir: &Path, scan_type: ScanType) -> PathBuf {
     let path = dir.join(format!("{scan_type}.sh"));
-    std::fs::write(
-        &path,
-        hostscan::scan::combined_script(scan_type, Duration::from_secs(30)),
-    )
-    .expect("script");
+    let (command, script) = hostscan::scan::combined_script(scan_type, Duration::from_secs(30));
+    std::fs::write(&path, script).expect("script");
+    std::fs::write(path.with_extension("cmd"), command).expect("command line");
     path
 }
 

@@ -1,11 +1,13 @@
-//! Runs a group of steps on one channel: a driver script runs each step's
-//! script in turn under its own remote time limit, framed by marker lines
-//! that carry a per-scan nonce; `Demux` splits the stream back into steps.
+//! Runs a group of steps on one channel: one remote shell, under one
+//! remote time limit, runs each step's script in turn as a shell function,
+//! framed by marker lines that carry a per-scan nonce; `Demux` splits the
+//! stream back into steps.
 //!
 //! One channel per group means one remote login shell per group (a user's
-//! shell start-up files can cost far more than the commands). A step that
-//! floods past the cap or outlives its deadline gets its channel closed;
-//! the steps after it continue on a fresh channel.
+//! shell start-up files can cost far more than the commands), and steps
+//! as functions mean no process per step beyond its own commands. A step
+//! that floods past the cap or outlives its local deadline gets its
+//! channel closed; the steps after it continue on a fresh channel.
 
 use std::time::Duration;
 
@@ -36,42 +38,127 @@ pub struct StepOutput {
     pub timed_out: bool,
 }
 
-/// Quotes `s` for a POSIX shell as one word.
-pub fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
+/// The remote command line for a channel whose steps may take `limit` in
+/// all: a POSIX shell with a C locale and the sbin directories on PATH,
+/// which becomes `timeout -s KILL <limit>` over one `/bin/sh -s` (or that
+/// shell alone where the host has no `timeout`). The shell reads the
+/// driver script from stdin, so the login shell's syntax (csh, fish) never
+/// matters. Only constants and the configured limit go into it. The
+/// leading `exec` matters: dash does not exec the last command of `-c`.
+///
+/// `timeout` (without `--foreground`) kills its whole process group, so
+/// nothing a step started outlives the channel's limit. On the host this
+/// is one process (the login shell, exec'd into `sh`, then into `timeout`)
+/// and the shell it runs: every step runs in that shell.
+pub fn command_line(limit: Duration) -> String {
+    let secs = limit.as_secs().max(1);
+    format!(
+        "exec /bin/sh -c 'LC_ALL=C LANG=C \
+         PATH=\"$PATH:/usr/sbin:/sbin:/usr/local/bin:/usr/local/sbin\"; \
+         export LC_ALL LANG PATH; \
+         if command -v timeout >/dev/null 2>&1; then exec timeout -s KILL {secs} /bin/sh -s; fi; \
+         exec /bin/sh -s'"
+    )
 }
 
-/// The remote command line: a POSIX shell with a C locale and the sbin
-/// directories on PATH, reading the driver script from stdin, so the login
-/// shell's syntax (csh, fish) never matters. Constant.
-pub const COMMAND_LINE: &str = "/bin/sh -c 'LC_ALL=C LANG=C \
-    PATH=\"$PATH:/usr/sbin:/sbin:/usr/local/bin:/usr/local/sbin\"; \
-    export LC_ALL LANG PATH; exec /bin/sh -s'";
+/// The remote limit of a channel running `steps` steps: each step's
+/// command timeout in turn, at most the scan's timeout. Locally each step
+/// still has its own deadline; a step past it gets its channel closed.
+pub fn channel_limit(limits: &super::Limits, steps: usize) -> Duration {
+    let all = limits
+        .command_timeout
+        .saturating_mul(u32::try_from(steps.max(1)).unwrap_or(u32::MAX));
+    all.min(limits.scan_timeout.max(limits.command_timeout))
+}
 
 fn marker(nonce: &str) -> String {
     format!("@@@HS-{nonce}")
 }
 
-/// The driver for `steps`: each step under `timeout -s KILL` where the host
-/// has it (sshd does not kill a command when its channel closes), framed by
-/// begin/end markers on stdout and begin markers on stderr. Only constants,
-/// the configured timeout and our own nonce go into it.
-pub fn script(steps: &[&Step], nonce: &str, command_timeout: Duration) -> String {
+/// The driver for `steps`, read by the channel's shell from stdin. Each
+/// step is a shell function defined just before it runs, so it runs in the
+/// channel's one shell with no process of its own beyond its commands:
+/// its variables are unset first (as in a fresh shell), its `exit`s are
+/// `return`s, its stdin is `/dev/null`, and begin/end markers frame its
+/// output on stdout (begin also on stderr). A function that does not even
+/// parse ends the shell at that step only: the rest go on a fresh channel.
+/// Only constants and our own nonce go into it.
+pub fn script(steps: &[&Step], nonce: &str) -> String {
     let m = marker(nonce);
-    let secs = command_timeout.as_secs().max(1);
-    let mut out = format!(
-        "if command -v timeout >/dev/null 2>&1; then hs_t='timeout -s KILL {secs}'; else hs_t=; fi\n"
-    );
+    let mut out = String::new();
     for step in steps {
         let name = step.name;
+        let vars = assigned_variables(step.script);
+        if !vars.is_empty() {
+            out.push_str(&format!("unset {}\n", vars.join(" ")));
+        }
         out.push_str(&format!(
-            "echo '{m} begin {name}'; echo '{m} begin {name}' >&2\n\
-             $hs_t /bin/sh -c {} </dev/null\n\
+            "hs_{name}() {{\n{}\n}}\n\
+             echo '{m} begin {name}'; echo '{m} begin {name}' >&2\n\
+             hs_{name} </dev/null\n\
              printf '\\n{m} end {name} %s\\n' \"$?\"\n",
-            shell_quote(step.script)
+            exits_to_returns(step.script.trim_end())
         ));
     }
     out
+}
+
+/// `exit` commands of a constant step script turned into `return`s, for
+/// running it as a function. `exit` as a word inside quotes or other words
+/// (`echo "exit=$rc"`) stays.
+fn exits_to_returns(script: &str) -> String {
+    let bytes = script.as_bytes();
+    let mut out = String::with_capacity(script.len());
+    let mut i = 0;
+    while let Some(found) = script.get(i..).and_then(|rest| rest.find("exit")) {
+        let at = i + found;
+        let before = at.checked_sub(1).and_then(|b| bytes.get(b)).copied();
+        let after = bytes.get(at + 4).copied();
+        let starts = before.is_none_or(|c| b" \t\n;{&|(".contains(&c));
+        let ends = after.is_none_or(|c| b" \t\n;}".contains(&c));
+        out.push_str(script.get(i..at).unwrap_or_default());
+        out.push_str(if starts && ends { "return" } else { "exit" });
+        i = at + 4;
+    }
+    out.push_str(script.get(i..).unwrap_or_default());
+    out
+}
+
+/// The shell variables a constant step script assigns (`name=`, `for name
+/// in`), PATH aside, sorted: the driver unsets them before the step runs.
+fn assigned_variables(script: &str) -> Vec<&str> {
+    let is_name = |w: &str| {
+        let mut chars = w.chars();
+        chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    const KEYWORDS: [&str; 8] = ["if", "then", "else", "elif", "do", "while", "until", "time"];
+    let mut vars: Vec<&str> = Vec::new();
+    // Assignments are the words before a command's name.
+    for command in script.split(|c: char| "\n;&|({!`".contains(c)) {
+        let mut words = command.split_whitespace();
+        while let Some(word) = words.next() {
+            if KEYWORDS.contains(&word) {
+                continue;
+            }
+            if word == "for" {
+                if let Some(name) = words.next().filter(|n| is_name(n)) {
+                    vars.push(name);
+                }
+                break;
+            }
+            match word.split_once('=') {
+                Some((name, _)) if is_name(name) => vars.push(name),
+                _ => break,
+            }
+        }
+    }
+    vars.retain(|v| *v != "PATH");
+    vars.sort_unstable();
+    vars.dedup();
+    vars
 }
 
 /// What the stdout stream said.
@@ -218,9 +305,10 @@ pub async fn run_group(
     while next < steps.len() {
         let batch = &steps[next..];
         let plan: Vec<&Step> = batch.iter().map(|(_, s)| *s).collect();
-        let driver = script(&plan, nonce, limits.command_timeout);
+        let driver = script(&plan, nonce);
+        let command = command_line(channel_limit(limits, plan.len()));
         let step_time = limits.command_timeout + LOCAL_GRACE;
-        let mut exec = match session.start(COMMAND_LINE, driver.into_bytes()).await {
+        let mut exec = match session.start(&command, driver.into_bytes()).await {
             Ok(exec) => exec,
             Err(e) => {
                 for (i, _) in batch {
@@ -327,9 +415,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn quoting() {
-        assert_eq!(shell_quote("a'b"), "'a'\\''b'");
-        assert_eq!(shell_quote(""), "''");
+    fn exits_become_returns_and_nothing_else_changes() {
+        let script =
+            "a=$(x) && { echo @@a; exit 0; }\nexit 127\necho \"exit=$rc\"\nexit\nexitcode=1";
+        assert_eq!(
+            exits_to_returns(script),
+            "a=$(x) && { echo @@a; return 0; }\nreturn 127\necho \"exit=$rc\"\nreturn\nexitcode=1"
+        );
+        for step in &super::super::STEPS {
+            let body = exits_to_returns(step.script);
+            assert!(
+                !body.lines().any(|l| l.trim_start().starts_with("exit ")),
+                "{}",
+                step.name
+            );
+        }
+    }
+
+    #[test]
+    fn assigned_variables_are_found() {
+        let vars = assigned_variables(
+            "PATH=x; export PATH\nfound=\nif out=$(ps -o a=b) && [ -n \"$out\" ]; then\n  for k in a b; do :; done\nfi\nawk '{ n = 1 }' --sort=-rss",
+        );
+        assert_eq!(vars, ["found", "k", "out"]);
     }
 
     #[test]

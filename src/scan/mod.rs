@@ -33,10 +33,13 @@ pub struct Step {
     /// Fed to `/bin/sh -s` on the host.
     pub script: &'static str,
     pub full_only: bool,
-    /// Steps of one group run in turn on one channel; groups run at once.
-    /// `df` runs last in its group: it is what hangs on a stale NFS mount,
-    /// and then nothing waits behind it.
+    /// Steps of one group run in turn on one channel (one remote shell);
+    /// groups run at once. A quick scan is one group; a full scan adds the
+    /// package database's slow steps as a second.
     pub group: u8,
+    /// Runs after the other steps of its group: `df` is what hangs on a
+    /// stale NFS mount, and then nothing waits behind it.
+    pub runs_last: bool,
     apply: fn(&str, &mut ScanResults) -> Result<(), ParseError>,
 }
 
@@ -48,6 +51,7 @@ pub static STEPS: [Step; 13] = [
         script: parse::os::SCRIPT,
         full_only: false,
         group: 0,
+        runs_last: false,
         apply: |out, r| {
             r.os = Some(parse::os::parse(out)?);
             Ok(())
@@ -59,6 +63,7 @@ pub static STEPS: [Step; 13] = [
         script: parse::hostname::SCRIPT,
         full_only: false,
         group: 0,
+        runs_last: false,
         apply: |out, r| {
             r.hostname = parse::hostname::parse(out)?;
             Ok(())
@@ -70,6 +75,7 @@ pub static STEPS: [Step; 13] = [
         script: parse::uptime::SCRIPT,
         full_only: false,
         group: 0,
+        runs_last: false,
         apply: |out, r| {
             r.uptime_seconds = Some(parse::uptime::parse(out)?);
             Ok(())
@@ -80,7 +86,8 @@ pub static STEPS: [Step; 13] = [
         weight: 4,
         script: parse::cpu::SCRIPT,
         full_only: false,
-        group: 1,
+        group: 0,
+        runs_last: false,
         apply: |out, r| {
             r.cpu = Some(parse::cpu::parse(out)?);
             Ok(())
@@ -91,7 +98,8 @@ pub static STEPS: [Step; 13] = [
         weight: 3,
         script: parse::virtualization::SCRIPT,
         full_only: false,
-        group: 1,
+        group: 0,
+        runs_last: false,
         apply: |out, r| {
             r.virtualization = Some(parse::virtualization::parse(out)?);
             Ok(())
@@ -102,7 +110,8 @@ pub static STEPS: [Step; 13] = [
         weight: 2,
         script: parse::timezone::SCRIPT,
         full_only: false,
-        group: 1,
+        group: 0,
+        runs_last: false,
         apply: |out, r| {
             r.timezone = Some(parse::timezone::parse(out)?);
             Ok(())
@@ -113,7 +122,8 @@ pub static STEPS: [Step; 13] = [
         weight: 10,
         script: parse::disks::SCRIPT,
         full_only: false,
-        group: 1,
+        group: 0,
+        runs_last: true,
         apply: |out, r| {
             r.disks = parse::disks::parse(out)?;
             Ok(())
@@ -125,6 +135,7 @@ pub static STEPS: [Step; 13] = [
         script: parse::memory::SCRIPT,
         full_only: false,
         group: 0,
+        runs_last: false,
         apply: |out, r| {
             r.memory = Some(parse::memory::parse(out)?);
             Ok(())
@@ -135,7 +146,8 @@ pub static STEPS: [Step; 13] = [
         weight: 20,
         script: parse::packages::SCRIPT,
         full_only: true,
-        group: 2,
+        group: 1,
+        runs_last: false,
         apply: |out, r| {
             r.packages = Some(parse::packages::parse(out)?);
             Ok(())
@@ -148,7 +160,8 @@ pub static STEPS: [Step; 13] = [
         weight: 5,
         script: parse::reboot::SCRIPT,
         full_only: true,
-        group: 2,
+        group: 1,
+        runs_last: false,
         apply: |out, r| {
             r.reboot_required = Some(parse::reboot::parse(out)?);
             Ok(())
@@ -159,7 +172,8 @@ pub static STEPS: [Step; 13] = [
         weight: 12,
         script: parse::processes::SCRIPT,
         full_only: true,
-        group: 3,
+        group: 0,
+        runs_last: false,
         apply: |out, r| {
             r.processes = parse::processes::parse(out)?;
             Ok(())
@@ -170,7 +184,8 @@ pub static STEPS: [Step; 13] = [
         weight: 8,
         script: parse::network::SCRIPT,
         full_only: true,
-        group: 3,
+        group: 0,
+        runs_last: false,
         apply: |out, r| {
             r.network_interfaces = parse::network::parse(out)?;
             Ok(())
@@ -181,7 +196,8 @@ pub static STEPS: [Step; 13] = [
         weight: 10,
         script: parse::listening::SCRIPT,
         full_only: true,
-        group: 3,
+        group: 0,
+        runs_last: false,
         apply: |out, r| {
             r.listening_sockets = parse::listening::parse(out)?;
             Ok(())
@@ -200,14 +216,44 @@ pub fn plan(scan_type: ScanType) -> impl Iterator<Item = &'static Step> {
         .filter(move |s| scan_type == ScanType::Full || !s.full_only)
 }
 
-/// The plan as one driver script, for running the same work with the
-/// OpenSSH client in benchmarks (`ssh host "$COMMAND_LINE" < script`).
-pub fn combined_script(scan_type: ScanType, command_timeout: Duration) -> String {
-    let steps: Vec<&Step> = plan(scan_type).collect();
-    driver::script(&steps, &nonce(), command_timeout)
+/// The plan's steps in channels: (plan index, step), one `Vec` per group
+/// in the order the group's channel runs them (`runs_last` steps last).
+fn groups<'a>(steps: &[&'a Step]) -> Vec<Vec<(usize, &'a Step)>> {
+    let mut groups: Vec<Vec<(usize, &Step)>> = Vec::new();
+    for (i, step) in steps.iter().enumerate() {
+        match groups
+            .iter_mut()
+            .find(|g| g.first().is_some_and(|(_, s)| s.group == step.group))
+        {
+            Some(g) => g.push((i, step)),
+            None => groups.push(vec![(i, step)]),
+        }
+    }
+    for g in &mut groups {
+        g.sort_by_key(|(_, s)| s.runs_last);
+    }
+    groups
 }
 
-pub use driver::COMMAND_LINE;
+/// The plan as one driver script and the remote command line that runs
+/// it, for running the same work with the OpenSSH client in benchmarks
+/// (`ssh host "$command_line" < script`): every step on one channel, in
+/// the order hostscan's channels run them.
+pub fn combined_script(scan_type: ScanType, command_timeout: Duration) -> (String, String) {
+    let steps: Vec<&Step> = groups(&plan(scan_type).collect::<Vec<_>>())
+        .into_iter()
+        .flatten()
+        .map(|(_, s)| s)
+        .collect();
+    let limits = Limits {
+        command_timeout,
+        ..Limits::default()
+    };
+    (
+        driver::command_line(driver::channel_limit(&limits, steps.len())),
+        driver::script(&steps, &nonce()),
+    )
+}
 
 /// Time and size limits of one scan.
 #[derive(Debug, Clone)]
@@ -307,17 +353,7 @@ pub async fn run(
     report(CONNECT_STEP, StepState::Finished);
     tracing::debug!(target = %target, elapsed_ms = start.elapsed().as_millis() as u64, "connected");
 
-    // Groups of steps, each on its own channel, all at once.
-    let mut groups: Vec<Vec<(usize, &Step)>> = Vec::new();
-    for (i, step) in steps.iter().enumerate() {
-        match groups
-            .iter_mut()
-            .find(|g| g.first().is_some_and(|(_, s)| s.group == step.group))
-        {
-            Some(g) => g.push((i, step)),
-            None => groups.push(vec![(i, step)]),
-        }
-    }
+    let groups = groups(&steps);
     let nonce = nonce();
     let started = |name: &'static str| report(name, StepState::Started);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<driver::Done>();
@@ -510,26 +546,106 @@ mod tests {
                 "memory",
             ]
         );
-        // df last in its group: a hanging df delays no other step.
-        let disks = plan(ScanType::Full).position(|s| s.name == "disks");
-        assert!(
-            plan(ScanType::Full)
-                .skip(disks.map_or(0, |d| d + 1))
-                .all(|s| s.group != 1)
-        );
+        // A quick scan is one channel; df runs last on it, so a hanging df
+        // delays no other step.
+        let quick_steps: Vec<&Step> = plan(ScanType::Quick).collect();
+        let quick_groups = groups(&quick_steps);
+        assert_eq!(quick_groups.len(), 1);
+        assert_eq!(quick_groups[0].last().map(|(_, s)| s.name), Some("disks"));
+        // A full scan: the same channel plus the package database's.
+        let full_steps: Vec<&Step> = plan(ScanType::Full).collect();
+        let full_groups = groups(&full_steps);
+        assert_eq!(full_groups.len(), 2);
+        assert_eq!(full_groups[0].last().map(|(_, s)| s.name), Some("disks"));
         assert_eq!(plan(ScanType::Full).count(), STEPS.len());
         let total: u32 = CONNECT_WEIGHT + plan(ScanType::Full).map(|s| s.weight).sum::<u32>();
         assert_eq!(total, 100);
     }
 
     #[test]
-    fn driver_script_is_constants_and_the_timeout() {
+    fn driver_is_constants_the_nonce_and_the_limit() {
         let steps: Vec<&Step> = plan(ScanType::Quick).collect();
-        let script = driver::script(&steps, "abc", Duration::from_secs(7));
-        assert!(script.contains("hs_t='timeout -s KILL 7'"));
+        let script = driver::script(&steps, "abc");
         assert_eq!(script.matches("@@@HS-abc begin").count(), 2 * steps.len());
         assert_eq!(script.matches("@@@HS-abc end").count(), steps.len());
-        assert_eq!(driver::COMMAND_LINE.matches('\'').count(), 2);
+        assert!(!script.contains("timeout"));
+        let limits = Limits {
+            command_timeout: Duration::from_secs(7),
+            scan_timeout: Duration::from_secs(30),
+            ..Limits::default()
+        };
+        let line = driver::command_line(driver::channel_limit(&limits, steps.len()));
+        // 8 steps of 7 s, capped by the scan's 30 s.
+        assert!(
+            line.contains("exec timeout -s KILL 30 /bin/sh -s"),
+            "{line}"
+        );
+        assert_eq!(line.matches('\'').count(), 2);
+        let one = driver::command_line(driver::channel_limit(&limits, 2));
+        assert!(one.contains("timeout -s KILL 14 "), "{one}");
+    }
+
+    /// The driver runs every step in one shell: run a full plan's driver
+    /// with the local shells (dash, bash, busybox) the way a channel does,
+    /// and check that every step ends, in order, with its facts parsed, and
+    /// that no step's variables leak into the next.
+    #[test]
+    fn driver_runs_every_step_in_one_local_shell() {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+        let steps: Vec<&Step> = groups(&plan(ScanType::Full).collect::<Vec<_>>())
+            .into_iter()
+            .flatten()
+            .map(|(_, s)| s)
+            .collect();
+        // A variable a step reads before it assigns it, set by the one before.
+        let driver = driver::script(&steps, "n0");
+        let unset_before_processes = driver
+            .lines()
+            .take_while(|l| !l.starts_with("hs_processes()"))
+            .last()
+            .unwrap_or_default();
+        assert!(
+            unset_before_processes.starts_with("unset ")
+                && unset_before_processes.split(' ').any(|v| v == "top"),
+            "{unset_before_processes}"
+        );
+        let script = format!("top=leaked\n{driver}");
+        let shells: &[&[&str]] = &[
+            &["/bin/sh", "-s"],
+            &["bash", "--posix", "-s"],
+            &["busybox", "sh", "-s"],
+        ];
+        let mut ran = 0;
+        for shell in shells {
+            let Ok(mut child) = Command::new(shell[0])
+                .args(&shell[1..])
+                .env("LC_ALL", "C")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+            else {
+                continue;
+            };
+            ran += 1;
+            child
+                .stdin
+                .take()
+                .map(|mut i| i.write_all(script.as_bytes()));
+            let out = child.wait_with_output().expect("shell ran");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let ends: Vec<&str> = stdout
+                .lines()
+                .filter_map(|l| l.strip_prefix("@@@HS-n0 end "))
+                .collect();
+            assert_eq!(ends.len(), steps.len(), "{shell:?}: {stdout}");
+            for (end, step) in ends.iter().zip(&steps) {
+                assert!(end.starts_with(step.name), "{shell:?}: {end}");
+            }
+            assert!(!stdout.contains("leaked"), "{shell:?}: a variable leaked");
+        }
+        assert!(ran >= 1, "no local shell ran");
     }
 
     #[test]

@@ -49,7 +49,8 @@ pub struct Settings {
     pub limits: Limits,
     /// A claimed scan not heartbeated for this long is presumed dead.
     pub lease: Duration,
-    /// How often idle workers look for work they were not told about.
+    /// How often the pool looks for work it was not told about (one query
+    /// per period, however many workers are idle).
     pub idle_poll: Duration,
 }
 
@@ -120,6 +121,8 @@ impl Workers {
         }
         let inner2 = Arc::clone(&inner);
         inner.tracker.spawn(recovery_loop(inner2));
+        let inner2 = Arc::clone(&inner);
+        inner.tracker.spawn(poll_loop(inner2));
         Self { inner }
     }
 
@@ -186,27 +189,50 @@ impl Workers {
     }
 }
 
+/// One worker: waits for a wake-up, then claims and runs scans until none
+/// is left. A worker that claims one passes the wake-up on, so a queue of
+/// scans is taken up by as many workers as it needs, and idle workers cost
+/// nothing: only `poll_loop` looks at the database while all is quiet.
 async fn worker_loop(inner: Arc<Inner>) {
     loop {
-        if inner.stop_claiming.is_cancelled() {
-            return;
-        }
-        match inner
-            .store
-            .claim_next(inner.store.instance(), inner.settings.lease)
-            .await
-        {
-            Ok(Some(scan)) => {
-                let span = tracing::info_span!("scan", scan_id = scan.id, target = %format!("{}@{}:{}", scan.username, scan.hostname, scan.port));
-                run_one(&inner, scan).instrument(span).await;
-                continue;
-            }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "could not claim a scan"),
-        }
         tokio::select! {
             _ = inner.stop_claiming.cancelled() => return,
             _ = inner.wake.notified() => {}
+        }
+        loop {
+            if inner.stop_claiming.is_cancelled() {
+                return;
+            }
+            match inner
+                .store
+                .claim_next(inner.store.instance(), inner.settings.lease)
+                .await
+            {
+                Ok(Some(scan)) => {
+                    // There may be more: another idle worker looks.
+                    inner.wake.notify_one();
+                    let span = tracing::info_span!("scan", scan_id = scan.id, target = %format!("{}@{}:{}", scan.username, scan.hostname, scan.port));
+                    run_one(&inner, scan).instrument(span).await;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not claim a scan");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Wakes one idle worker at start and then every `idle_poll`, for scans no
+/// wake-up announced (inserted by a replica whose notification was lost,
+/// requeued by recovery, or left over after a claim error): one query per
+/// period for the whole pool, however many workers it has.
+async fn poll_loop(inner: Arc<Inner>) {
+    loop {
+        inner.wake.notify_one();
+        tokio::select! {
+            _ = inner.stop_claiming.cancelled() => return,
             _ = tokio::time::sleep(inner.settings.idle_poll) => {}
         }
     }
@@ -223,7 +249,7 @@ async fn recovery_loop(inner: Arc<Inner>) {
                     publish(&inner.hub, s);
                 }
                 if scans.iter().any(|s| s.status == ScanStatus::Pending) {
-                    inner.wake.notify_waiters();
+                    inner.wake.notify_one();
                 }
             }
             Err(e) => tracing::warn!(error = %e, "lease recovery failed"),

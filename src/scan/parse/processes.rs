@@ -166,7 +166,12 @@ pub fn parse(stdout: &str) -> Result<Vec<Process>, ParseError> {
 
 fn own(command: &str) -> bool {
     let c = command.trim_end();
-    OWN.contains(&c) || c.contains(OWN_SCRIPT)
+    // The channel's time limit over its shell: `timeout -s KILL <secs> /bin/sh -s`.
+    let limit = c
+        .strip_prefix("timeout -s KILL ")
+        .and_then(|rest| rest.strip_suffix(" /bin/sh -s"))
+        .is_some_and(|secs| !secs.is_empty() && secs.bytes().all(|b| b.is_ascii_digit()));
+    OWN.contains(&c) || c.contains(OWN_SCRIPT) || limit
 }
 
 /// One process as read, before names are resolved.
@@ -475,6 +480,15 @@ mod tests {
             w[0].rss_bytes > w[1].rss_bytes
                 || (w[0].rss_bytes == w[1].rss_bytes && w[0].pid < w[1].pid)
         })
+    }
+
+    #[test]
+    fn own_processes_are_recognised() {
+        assert!(own("timeout -s KILL 240 /bin/sh -s"));
+        assert!(own("/bin/sh -s"));
+        assert!(!own("timeout -s KILL x /bin/sh -s"));
+        assert!(!own("timeout -s KILL 240 /bin/sh -s -c evil"));
+        assert!(!own("/usr/sbin/sshd -D"));
     }
 
     #[test]
