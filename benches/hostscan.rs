@@ -8,6 +8,11 @@
 #[allow(dead_code, clippy::all)]
 mod support;
 
+// Sections 10-12: SQLite next to PostgreSQL, retention, WatchScans dashboards.
+mod backends;
+mod dashboards;
+mod retention;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -1139,6 +1144,12 @@ async fn run(plan: Plan) -> anyhow::Result<String> {
         eprintln!("bench: TLS overhead");
         return Ok(tls_section(&tls_overhead(&plan).await, &plan));
     }
+    // HOSTSCAN_BENCH_ONLY=backends,retention,dashboards runs only those.
+    if let Ok(only) = std::env::var("HOSTSCAN_BENCH_ONLY")
+        && let Some(md) = backends::only(&plan, &only).await
+    {
+        return Ok(md);
+    }
     let db = TestDb::new().await;
     eprintln!("bench: single-scan latency ({} runs)", plan.latency_runs);
     let latency = latency(&plan, &db).await;
@@ -1294,6 +1305,7 @@ async fn run(plan: Plan) -> anyhow::Result<String> {
     );
     md.push_str(&tls_section(&tls, &plan));
     md.push('\n');
+    md.push_str(&backends::sections(&plan).await);
     if !plan.smoke {
         // The hand-written reading of the numbers (benches/ANALYSIS.md).
         md.push_str(include_str!("ANALYSIS.md"));
