@@ -9,8 +9,12 @@
 mod support;
 
 // Sections 10-12: SQLite next to PostgreSQL, retention, WatchScans dashboards.
+// (This file is the crate root: a plain `mod x;` would be benches/x.rs.)
+#[path = "hostscan/backends.rs"]
 mod backends;
+#[path = "hostscan/dashboards.rs"]
 mod dashboards;
+#[path = "hostscan/retention.rs"]
 mod retention;
 
 use std::collections::BTreeMap;
