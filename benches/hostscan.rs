@@ -8,6 +8,15 @@
 #[allow(dead_code, clippy::all)]
 mod support;
 
+// Sections 10-12: SQLite next to PostgreSQL, retention, WatchScans dashboards.
+// (This file is the crate root: a plain `mod x;` would be benches/x.rs.)
+#[path = "hostscan/backends.rs"]
+mod backends;
+#[path = "hostscan/dashboards.rs"]
+mod dashboards;
+#[path = "hostscan/retention.rs"]
+mod retention;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -1142,6 +1151,12 @@ async fn run(plan: Plan) -> anyhow::Result<String> {
         eprintln!("bench: TLS overhead");
         return Ok(tls_section(&tls_overhead(&plan).await, &plan));
     }
+    // HOSTSCAN_BENCH_ONLY=backends,retention,dashboards runs only those.
+    if let Ok(only) = std::env::var("HOSTSCAN_BENCH_ONLY")
+        && let Some(md) = backends::only(&plan, &only).await
+    {
+        return Ok(md);
+    }
     let db = TestDb::new().await;
     eprintln!("bench: single-scan latency ({} runs)", plan.latency_runs);
     let latency = latency(&plan, &db).await;
@@ -1297,6 +1312,7 @@ async fn run(plan: Plan) -> anyhow::Result<String> {
     );
     md.push_str(&tls_section(&tls, &plan));
     md.push('\n');
+    md.push_str(&backends::sections(&plan).await);
     if !plan.smoke {
         // The hand-written reading of the numbers (benches/ANALYSIS.md).
         md.push_str(include_str!("ANALYSIS.md"));
