@@ -7,6 +7,7 @@
 #[path = "../tests/it/support/mod.rs"]
 #[allow(dead_code, clippy::all)]
 mod support;
+#[path = "hostscan/wan.rs"]
 mod wan;
 
 use std::collections::BTreeMap;

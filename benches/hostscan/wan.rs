@@ -32,7 +32,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::support::pg::TestDb;
-use super::support::server::{BINARY, Server};
+use super::support::server::BINARY;
 use super::{
     Stats, Targets, machine_cpu, ms, process_cpu, request, scan_to_end, script_file, ssh_command,
     stats, status_kib,
@@ -54,7 +54,26 @@ pub struct Sizes {
 }
 
 impl Sizes {
+    /// Smoke or full sizes, then any of these environment variables:
+    /// HOSTSCAN_BENCH_WAN_DELAYS (e.g. "0,10,50"), HOSTSCAN_BENCH_WAN_RUNS,
+    /// HOSTSCAN_BENCH_AT_ONCE, HOSTSCAN_BENCH_AT_ONCE_TARGETS,
+    /// HOSTSCAN_BENCH_AT_ONCE_DELAY, HOSTSCAN_BENCH_ANSIBLE_HOSTS.
     pub fn new(smoke: bool) -> Self {
+        let mut s = Self::preset(smoke);
+        let var = |name: &str| std::env::var(name).ok();
+        let num = |name: &str| var(name).and_then(|v| v.parse::<usize>().ok());
+        if let Some(v) = var("HOSTSCAN_BENCH_WAN_DELAYS") {
+            s.delays = v.split(',').filter_map(|d| d.trim().parse().ok()).collect();
+        }
+        s.runs = num("HOSTSCAN_BENCH_WAN_RUNS").unwrap_or(s.runs);
+        s.at_once = num("HOSTSCAN_BENCH_AT_ONCE").unwrap_or(s.at_once);
+        s.targets = num("HOSTSCAN_BENCH_AT_ONCE_TARGETS").unwrap_or(s.targets);
+        s.delay = num("HOSTSCAN_BENCH_AT_ONCE_DELAY").map_or(s.delay, |d| d as u64);
+        s.ansible_hosts = num("HOSTSCAN_BENCH_ANSIBLE_HOSTS").unwrap_or(s.ansible_hosts);
+        s
+    }
+
+    fn preset(smoke: bool) -> Self {
         if smoke {
             Self {
                 delays: vec![0, 10],
@@ -91,7 +110,6 @@ pub enum Dir {
 /// One relayed chunk: times since the client's connect.
 #[derive(Clone, Debug)]
 pub struct Chunk {
-    pub conn: usize,
     pub dir: Dir,
     pub bytes: usize,
     /// When the sender sent it (for Up, no earlier than the emulated
@@ -135,13 +153,11 @@ impl DelayProxy {
         let t = trace.clone();
         let accept = tokio::spawn(async move {
             let mut relays = tokio::task::JoinSet::new();
-            let mut next = 0usize;
             loop {
                 tokio::select! {
                     accepted = listener.accept() => {
                         let Ok((client, _)) = accepted else { continue };
-                        relays.spawn(relay(client, upstream, delay, t.clone(), next));
-                        next += 1;
+                        relays.spawn(relay(client, upstream, delay, t.clone()));
                     }
                     // Reap finished relays so the set does not grow.
                     Some(_) = relays.join_next(), if !relays.is_empty() => {}
@@ -163,7 +179,7 @@ impl DelayProxy {
     }
 }
 
-async fn relay(client: TcpStream, upstream: u16, delay: Duration, trace: Option<Trace>, id: usize) {
+async fn relay(client: TcpStream, upstream: u16, delay: Duration, trace: Option<Trace>) {
     let accepted = Instant::now();
     client.set_nodelay(true).ok();
     let (client_read, client_write) = client.into_split();
@@ -177,7 +193,7 @@ async fn relay(client: TcpStream, upstream: u16, delay: Duration, trace: Option<
         accepted + delay * 2,
         delay,
         Dir::Up,
-        (trace.clone(), id, accepted),
+        (trace.clone(), accepted),
     );
     let rest = async move {
         tokio::time::sleep_until(accepted + delay * 3).await;
@@ -194,7 +210,7 @@ async fn relay(client: TcpStream, upstream: u16, delay: Duration, trace: Option<
                 accepted,
                 delay,
                 Dir::Down,
-                (trace, id, accepted)
+                (trace, accepted)
             ),
             pump_out(client_write, down_rx),
         );
@@ -210,7 +226,7 @@ async fn pump_in(
     not_before: Instant,
     delay: Duration,
     dir: Dir,
-    (trace, conn, origin): (Option<Trace>, usize, Instant),
+    (trace, origin): (Option<Trace>, Instant),
 ) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -233,7 +249,6 @@ async fn pump_in(
             t.lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .push(Chunk {
-                    conn,
                     dir,
                     bytes: n,
                     sent: sent - origin,
@@ -268,38 +283,43 @@ async fn pump_out(mut to: OwnedWriteHalf, mut from: mpsc::UnboundedReceiver<Item
     }
 }
 
-/// Round trips the client waited for in `chunks` (one connection): each
-/// time it sends after having received something since its last send, with
-/// a gap of at least half the delay (so a reply to our own bytes, not two
-/// halves of one flight).
-pub fn client_round_trips(chunks: &[Chunk], delay: Duration) -> usize {
-    let mut events: Vec<(Duration, Dir)> = chunks
+/// Round trips in `chunks` (one scan's connection), excluding the
+/// commands' own run time: TCP's (1), each client flight sent after it heard
+/// from the server up to the one carrying the commands (the first chunk of
+/// at least 4 KiB, the driver script; the whole trace if there is none),
+/// and the output's way back (1). A flight is the client's chunks less than
+/// D/2 apart.
+pub fn round_trips(chunks: &[Chunk], delay: Duration) -> usize {
+    let mut events: Vec<(Duration, Dir, usize)> = chunks
         .iter()
         .map(|c| match c.dir {
-            Dir::Up => (c.sent, Dir::Up),
-            Dir::Down => (c.received, Dir::Down),
+            Dir::Up => (c.sent, Dir::Up, c.bytes),
+            Dir::Down => (c.received, Dir::Down, c.bytes),
         })
         .collect();
     events.sort_by_key(|e| e.0);
-    let mut trips = 0;
+    let mut flights = 0;
     let mut last_up: Option<Duration> = None;
-    let mut got_since = false;
-    for (t, dir) in events {
+    let mut heard = false;
+    for (t, dir, bytes) in events {
         match dir {
-            Dir::Down => got_since = true,
+            Dir::Down => heard = true,
             Dir::Up => {
                 let new_flight = last_up.is_none_or(|l| t.saturating_sub(l) >= delay / 2);
-                if last_up.is_some() && got_since && new_flight {
-                    trips += 1;
+                if new_flight && heard && last_up.is_some() {
+                    flights += 1;
                 }
                 if new_flight {
-                    got_since = false;
+                    heard = false;
                 }
                 last_up = Some(t);
+                if bytes >= 4096 {
+                    break;
+                }
             }
         }
     }
-    trips
+    flights + 2
 }
 
 /// The chunks as the client saw them: "t ms → n B" (sent) and
@@ -458,7 +478,7 @@ pub async fn emulated_wan(sizes: &Sizes, db: &TestDb) -> Wan {
                     ] {
                         traces.push((
                             tool,
-                            client_round_trips(&chunks, delay),
+                            round_trips(&chunks, delay),
                             timeline(&chunks),
                         ));
                     }
@@ -514,7 +534,7 @@ pub fn wan_section(w: &Wan) -> String {
     if !w.traces.is_empty() {
         let _ = writeln!(
             md,
-            "Round trips the client waited for, counted in the proxy's trace of one quick scan at D = {} ms (a send after having received, ≥ D/2 after its previous send): {}.\n",
+            "Round trips of one quick scan at D = {} ms, counted in the proxy's trace (TCP's, then each client flight sent after hearing from the server up to the one carrying the driver script, then the output's way back; the commands' run time is not a round trip): {}.\n",
             w.trace_delay_ms,
             w.traces
                 .iter()
@@ -743,7 +763,7 @@ pub async fn thousand(sizes: &Sizes, db: &TestDb) -> Thousand {
     let ssh_machine = machine_cpu() - machine0;
 
     let ansible = if sizes.ansible_hosts == 0 {
-        Err("not run in --smoke".to_string())
+        Err("not run in --smoke (HOSTSCAN_BENCH_ANSIBLE_HOSTS=N runs it)".to_string())
     } else {
         ansible_forks(&targets, &ports, sizes.ansible_hosts, 50).await
     };
