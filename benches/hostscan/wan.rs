@@ -19,8 +19,8 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -392,7 +392,8 @@ fn probe_command(
 /// Adds known_hosts lines for `ports` (proxies) with the targets' shared
 /// host key, to the targets' file (ssh) and to `probe_known`.
 fn add_known(targets: &Targets, ports: &[u16], probe_known: &Path) {
-    let public = std::fs::read_to_string(targets.keys.host.with_extension("pub")).expect("host pub");
+    let public =
+        std::fs::read_to_string(targets.keys.host.with_extension("pub")).expect("host pub");
     let mut fields = public.split_whitespace();
     let (kind, key) = (
         fields.next().unwrap_or_default(),
@@ -477,11 +478,7 @@ pub async fn emulated_wan(sizes: &Sizes, db: &TestDb) -> Wan {
                         ("service", service_trace),
                         ("ssh", ssh_trace),
                     ] {
-                        traces.push((
-                            tool,
-                            round_trips(&chunks, delay),
-                            timeline(&chunks),
-                        ));
+                        traces.push((tool, round_trips(&chunks, delay), timeline(&chunks)));
                     }
                 }
             }
@@ -690,10 +687,8 @@ pub async fn thousand(sizes: &Sizes, db: &TestDb) -> Thousand {
     loop {
         let m = super::support::server::scrape(metrics_addr).await;
         max_running = max_running.max(metric(&m, "hostscan_scans_running"));
-        pool_in_use_max = pool_in_use_max.max(metric(
-            &m,
-            "hostscan_db_pool_connections{state=\"in_use\"}",
-        ));
+        pool_in_use_max =
+            pool_in_use_max.max(metric(&m, "hostscan_db_pool_connections{state=\"in_use\"}"));
         if metric(&m, "hostscan_scans_finished_total") >= expected || Instant::now() > deadline {
             break;
         }
@@ -835,8 +830,13 @@ fn ansible_binary() -> Result<PathBuf, String> {
     };
     let v = venv.display().to_string();
     run(&["python3", "-m", "venv", &v]).map_err(|e| format!("venv: {e}"))?;
-    run(&[&format!("{v}/bin/pip"), "install", "--quiet", "ansible-core"])
-        .map_err(|e| format!("pip install ansible-core: {e}"))?;
+    run(&[
+        &format!("{v}/bin/pip"),
+        "install",
+        "--quiet",
+        "ansible-core",
+    ])
+    .map_err(|e| format!("pip install ansible-core: {e}"))?;
     Ok(ansible)
 }
 
