@@ -899,7 +899,7 @@ pub fn thousand_section(t: &Thousand) -> String {
     let mib = |kib: u64| kib as f64 / 1024.0;
     let grown = t.peak_rss_kib.saturating_sub(t.rss_before_kib);
     let mut md = format!(
-        "## 8. A thousand at once\n\n{} quick scans submitted at once over {} sshd targets, each behind a {} ms delay proxy (RTT {} ms); hostscan with `--workers {}` (database pool as configured, 16 by default), next to {} OpenSSH clients started at once running the same driver script. Open-file limit raised to the hard limit for the runner and its children.\n\n\
+        "## 8. A thousand at once\n\n{} quick scans submitted by 64 concurrent StartScan callers over {} sshd targets, each behind a {} ms delay proxy (RTT {} ms); hostscan with `--workers {}` (database pool as configured, 16 by default), next to {} OpenSSH clients started at once running the same driver script. Open-file limit raised to the hard limit for the runner and its children.\n\n\
          | | scans/s | CPU s per scan (own) | CPU s per scan (machine) | peak memory |\n|---|---|---|---|---|\n\
          | hostscan serve | {:.1} | {:.4} | {:.4} | {:.1} MiB peak RSS ({:.1} MiB before) |\n\
          | OpenSSH clients | {:.1} | {:.4} | {:.4} | {:.1} MiB summed RSS ({} alive at once at most) |\n\
