@@ -7,6 +7,8 @@
 #[path = "../tests/it/support/mod.rs"]
 #[allow(dead_code, clippy::all)]
 mod support;
+#[path = "hostscan/wan.rs"]
+mod wan;
 
 // Sections 10-12: SQLite next to PostgreSQL, retention, WatchScans dashboards.
 // (This file is the crate root: a plain `mod x;` would be benches/x.rs.)
@@ -42,6 +44,8 @@ struct Plan {
     fanouts: Vec<usize>,
     api_seconds: u64,
     api_clients: usize,
+    /// Sections 7 (emulated WAN) and 8 (a thousand at once).
+    wan: wan::Sizes,
 }
 
 impl Plan {
@@ -56,6 +60,7 @@ impl Plan {
                 fanouts: vec![50],
                 api_seconds: 1,
                 api_clients: 8,
+                wan: wan::Sizes::new(true),
             }
         } else {
             Self {
@@ -67,6 +72,7 @@ impl Plan {
                 fanouts: vec![1000, 10_000],
                 api_seconds: 5,
                 api_clients: 64,
+                wan: wan::Sizes::new(false),
             }
         }
     }
@@ -1157,6 +1163,18 @@ async fn run(plan: Plan) -> anyhow::Result<String> {
     {
         return Ok(md);
     }
+    // HOSTSCAN_BENCH_ONLY=wan runs only sections 7 and 8.
+    let only_wan = std::env::var("HOSTSCAN_BENCH_ONLY").is_ok_and(|v| v == "wan");
+    let wan_sections = async {
+        eprintln!("bench: emulated WAN (D = {:?} ms)", plan.wan.delays);
+        let w = wan::emulated_wan(&plan.wan, &TestDb::new().await).await;
+        eprintln!("bench: {} quick scans at once", plan.wan.at_once);
+        let t = wan::thousand(&plan.wan, &TestDb::new().await).await;
+        format!("{}\n{}", wan::wan_section(&w), wan::thousand_section(&t))
+    };
+    if only_wan {
+        return Ok(wan_sections.await);
+    }
     let db = TestDb::new().await;
     eprintln!("bench: single-scan latency ({} runs)", plan.latency_runs);
     let latency = latency(&plan, &db).await;
@@ -1311,6 +1329,8 @@ async fn run(plan: Plan) -> anyhow::Result<String> {
         binary_size as f64 / 1024.0 / 1024.0
     );
     md.push_str(&tls_section(&tls, &plan));
+    md.push('\n');
+    md.push_str(&wan_sections.await);
     md.push('\n');
     md.push_str(&backends::sections(&plan).await);
     if !plan.smoke {
