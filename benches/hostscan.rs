@@ -8,6 +8,9 @@
 #[allow(dead_code, clippy::all)]
 mod support;
 
+#[path = "hostscan/target.rs"]
+mod target;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -33,6 +36,9 @@ struct Plan {
     fanouts: Vec<usize>,
     api_seconds: u64,
     api_clients: usize,
+    /// Runs of each tool per scan type in the target-cost section
+    /// (HOSTSCAN_BENCH_TARGET_RUNS overrides).
+    target_runs: usize,
 }
 
 impl Plan {
@@ -47,6 +53,7 @@ impl Plan {
                 fanouts: vec![50],
                 api_seconds: 1,
                 api_clients: 8,
+                target_runs: 3,
             }
         } else {
             Self {
@@ -58,6 +65,7 @@ impl Plan {
                 fanouts: vec![1000, 10_000],
                 api_seconds: 5,
                 api_clients: 64,
+                target_runs: 20,
             }
         }
     }
@@ -1114,7 +1122,18 @@ fn machine() -> BTreeMap<&'static str, String> {
     m
 }
 
-async fn run(plan: Plan) -> anyhow::Result<String> {
+async fn run(mut plan: Plan) -> anyhow::Result<String> {
+    if let Some(n) = std::env::var("HOSTSCAN_BENCH_TARGET_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        plan.target_runs = n;
+    }
+    // HOSTSCAN_BENCH_ONLY=target runs only the cost on the target.
+    if std::env::var("HOSTSCAN_BENCH_ONLY").is_ok_and(|v| v == "target") {
+        eprintln!("bench: cost on the target ({} runs)", plan.target_runs);
+        return Ok(target::section(&target::target_cost(plan.target_runs).await));
+    }
     // For profiling one phase: HOSTSCAN_BENCH_FANOUT=N runs only the fan-out.
     if let Some(n) = std::env::var("HOSTSCAN_BENCH_FANOUT")
         .ok()
@@ -1147,6 +1166,10 @@ async fn run(plan: Plan) -> anyhow::Result<String> {
         plan.scans, plan.targets
     );
     let throughput = throughput(&plan, &TestDb::new().await).await;
+    eprintln!(
+        "bench: throughput hostscan / parallel OpenSSH clients: {:.2}× (goal ≥ 0.95×)",
+        throughput.hostscan_per_sec / throughput.ssh_per_sec
+    );
     let mut fanouts = Vec::new();
     for n in &plan.fanouts {
         eprintln!("bench: fan-out to {n} watchers");
@@ -1157,6 +1180,8 @@ async fn run(plan: Plan) -> anyhow::Result<String> {
     eprintln!("bench: TLS overhead");
     let tls = tls_overhead(&plan).await;
     let idle = idle_rss(&TestDb::new().await).await;
+    eprintln!("bench: cost on the target ({} runs)", plan.target_runs);
+    let target_cost = target::target_cost(plan.target_runs).await;
     let binary_size = std::fs::metadata(BINARY).map(|m| m.len()).unwrap_or(0);
 
     let mut md = String::new();
@@ -1228,6 +1253,11 @@ async fn run(plan: Plan) -> anyhow::Result<String> {
         t.hostscan_per_sec / t.ssh_per_sec,
         t.hostscan_machine_cpu_per_scan / t.ssh_machine_cpu_per_scan,
     );
+    let _ = writeln!(
+        md,
+        "**Throughput, hostscan / parallel OpenSSH clients: {:.2}×** (issue 12's goal: ≥ 0.95×).\n",
+        t.hostscan_per_sec / t.ssh_per_sec
+    );
     if t.failed > 0 {
         let _ = writeln!(md, "{} hostscan scans did not complete.\n", t.failed);
     }
@@ -1294,6 +1324,7 @@ async fn run(plan: Plan) -> anyhow::Result<String> {
     );
     md.push_str(&tls_section(&tls, &plan));
     md.push('\n');
+    md.push_str(&target::section(&target_cost));
     if !plan.smoke {
         // The hand-written reading of the numbers (benches/ANALYSIS.md).
         md.push_str(include_str!("ANALYSIS.md"));
