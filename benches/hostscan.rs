@@ -1132,7 +1132,9 @@ async fn run(mut plan: Plan) -> anyhow::Result<String> {
     // HOSTSCAN_BENCH_ONLY=target runs only the cost on the target.
     if std::env::var("HOSTSCAN_BENCH_ONLY").is_ok_and(|v| v == "target") {
         eprintln!("bench: cost on the target ({} runs)", plan.target_runs);
-        return Ok(target::section(&target::target_cost(plan.target_runs).await));
+        return Ok(target::section(
+            &target::target_cost(plan.target_runs).await,
+        ));
     }
     // For profiling one phase: HOSTSCAN_BENCH_FANOUT=N runs only the fan-out.
     if let Some(n) = std::env::var("HOSTSCAN_BENCH_FANOUT")

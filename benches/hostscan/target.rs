@@ -33,9 +33,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use hostscan::model::ScanType;
 use super::support::{self, sshd::Keys};
 use super::{Targets, bench_user, script_file, ssh_command};
+use hostscan::model::ScanType;
 
 /// How long a target may keep running processes after its client exited.
 const SETTLE: Duration = Duration::from_secs(15);
@@ -239,8 +239,7 @@ impl Target {
             .map_err(|e| e.to_string())?;
         let port = support::free_port();
         let authorized = dir.path().join("authorized_keys");
-        std::fs::copy(keys.client.with_extension("pub"), &authorized)
-            .map_err(|e| e.to_string())?;
+        std::fs::copy(keys.client.with_extension("pub"), &authorized).map_err(|e| e.to_string())?;
         let home = dir.path().join("home");
         std::fs::create_dir(&home).map_err(|e| e.to_string())?;
         // The same server settings as the other sections' targets
@@ -342,7 +341,10 @@ fn exit_to_return(script: &str) -> String {
         let before = if i == 0 { b'\n' } else { bytes[i - 1] };
         let after = bytes.get(i + 4).copied().unwrap_or(b'\n');
         if script[i..].starts_with("exit")
-            && matches!(before, b' ' | b'\t' | b'\n' | b';' | b'{' | b'(' | b'&' | b'|')
+            && matches!(
+                before,
+                b' ' | b'\t' | b'\n' | b';' | b'{' | b'(' | b'&' | b'|'
+            )
             && matches!(after, b' ' | b'\t' | b'\n' | b';' | b'}' | b')')
         {
             out.push_str("return");
@@ -551,8 +553,11 @@ async fn measure(runs: usize) -> Result<TargetCost, String> {
     if !support::is_root() {
         return Err("needs root: a cgroup, a PID namespace and process accounting".into());
     }
-    for (tool, package) in [("accton", "acct"), ("nsenter", "util-linux"), ("unshare", "util-linux")]
-    {
+    for (tool, package) in [
+        ("accton", "acct"),
+        ("nsenter", "util-linux"),
+        ("unshare", "util-linux"),
+    ] {
         if !on_path(tool) {
             return Err(format!(
                 "`{tool}` is missing: install {package} (scripts/setup-debian --test)"
