@@ -323,8 +323,21 @@ impl Target {
 
 impl Drop for Target {
     fn drop(&mut self) {
-        // sshd first (its namespace goes with it), then the cgroup's drop
-        // kills whatever is left and removes it.
+        // sshd first (its namespace goes with it): TERM, and wait for it, so
+        // that `unshare` ends on its own (KILLing it is the fall-back, and
+        // the wrapper then reports "Killed"). Then the cgroup's drop kills
+        // whatever is left and removes it.
+        if self.pid != 0 {
+            std::process::Command::new("kill")
+                .args(["-TERM", &self.pid.to_string()])
+                .stderr(Stdio::null())
+                .status()
+                .ok();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while self.cgroup.procs().contains(&self.pid) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
         drop(self.process.take());
     }
 }
