@@ -19,6 +19,9 @@ mod dashboards;
 #[path = "hostscan/retention.rs"]
 mod retention;
 
+#[path = "hostscan/target.rs"]
+mod target;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -46,6 +49,9 @@ struct Plan {
     api_clients: usize,
     /// Sections 7 (emulated WAN) and 8 (a thousand at once).
     wan: wan::Sizes,
+    /// Runs of each tool per scan type in the target-cost section
+    /// (HOSTSCAN_BENCH_TARGET_RUNS overrides).
+    target_runs: usize,
 }
 
 impl Plan {
@@ -61,6 +67,7 @@ impl Plan {
                 api_seconds: 1,
                 api_clients: 8,
                 wan: wan::Sizes::new(true),
+                target_runs: 3,
             }
         } else {
             Self {
@@ -73,6 +80,7 @@ impl Plan {
                 api_seconds: 5,
                 api_clients: 64,
                 wan: wan::Sizes::new(false),
+                target_runs: 20,
             }
         }
     }
@@ -1132,7 +1140,20 @@ fn machine() -> BTreeMap<&'static str, String> {
     m
 }
 
-async fn run(plan: Plan) -> anyhow::Result<String> {
+async fn run(mut plan: Plan) -> anyhow::Result<String> {
+    if let Some(n) = std::env::var("HOSTSCAN_BENCH_TARGET_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        plan.target_runs = n;
+    }
+    // HOSTSCAN_BENCH_ONLY=target runs only the cost on the target.
+    if std::env::var("HOSTSCAN_BENCH_ONLY").is_ok_and(|v| v == "target") {
+        eprintln!("bench: cost on the target ({} runs)", plan.target_runs);
+        return Ok(target::section(
+            &target::target_cost(plan.target_runs).await,
+        ));
+    }
     // For profiling one phase: HOSTSCAN_BENCH_FANOUT=N runs only the fan-out.
     if let Some(n) = std::env::var("HOSTSCAN_BENCH_FANOUT")
         .ok()
@@ -1183,6 +1204,10 @@ async fn run(plan: Plan) -> anyhow::Result<String> {
         plan.scans, plan.targets
     );
     let throughput = throughput(&plan, &TestDb::new().await).await;
+    eprintln!(
+        "bench: throughput hostscan / parallel OpenSSH clients: {:.2}× (goal ≥ 0.95×)",
+        throughput.hostscan_per_sec / throughput.ssh_per_sec
+    );
     let mut fanouts = Vec::new();
     for n in &plan.fanouts {
         eprintln!("bench: fan-out to {n} watchers");
@@ -1193,6 +1218,8 @@ async fn run(plan: Plan) -> anyhow::Result<String> {
     eprintln!("bench: TLS overhead");
     let tls = tls_overhead(&plan).await;
     let idle = idle_rss(&TestDb::new().await).await;
+    eprintln!("bench: cost on the target ({} runs)", plan.target_runs);
+    let target_cost = target::target_cost(plan.target_runs).await;
     let binary_size = std::fs::metadata(BINARY).map(|m| m.len()).unwrap_or(0);
 
     let mut md = String::new();
@@ -1264,6 +1291,11 @@ async fn run(plan: Plan) -> anyhow::Result<String> {
         t.hostscan_per_sec / t.ssh_per_sec,
         t.hostscan_machine_cpu_per_scan / t.ssh_machine_cpu_per_scan,
     );
+    let _ = writeln!(
+        md,
+        "**Throughput, hostscan / parallel OpenSSH clients: {:.2}×** (issue 12's goal: ≥ 0.95×).\n",
+        t.hostscan_per_sec / t.ssh_per_sec
+    );
     if t.failed > 0 {
         let _ = writeln!(md, "{} hostscan scans did not complete.\n", t.failed);
     }
@@ -1331,6 +1363,8 @@ async fn run(plan: Plan) -> anyhow::Result<String> {
     md.push_str(&tls_section(&tls, &plan));
     md.push('\n');
     md.push_str(&wan_sections.await);
+    md.push('\n');
+    md.push_str(&target::section(&target_cost));
     md.push('\n');
     md.push_str(&backends::sections(&plan).await);
     if !plan.smoke {
