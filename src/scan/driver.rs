@@ -80,9 +80,10 @@ fn marker(nonce: &str) -> String {
 /// channel's one shell with no process of its own beyond its commands:
 /// its variables are unset first (as in a fresh shell), its `exit`s are
 /// `return`s, its stdin is `/dev/null`, and begin/end markers frame its
-/// output on stdout (begin also on stderr). A function that does not even
-/// parse ends the shell at that step only: the rest go on a fresh channel.
-/// Only constants and our own nonce go into it.
+/// output on stdout (begin also on stderr). A function the host's shell
+/// cannot parse ends that shell: that step fails and the rest go on a
+/// fresh channel (if it is the first, every step fails alike, as when no
+/// shell runs at all). Only constants and our own nonce go into it.
 pub fn script(steps: &[&Step], nonce: &str) -> String {
     let m = marker(nonce);
     let mut out = String::new();
