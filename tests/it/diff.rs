@@ -287,7 +287,7 @@ fn assert_exactly_the_change(d: &pb::ScanDiff, host: &ChangingHost) {
         ("tcp", "inet", "0.0.0.0", ChangingHost::LISTEN_PORT)
     );
     assert_eq!(socket.process, "perl");
-    assert_eq!(d.change_count, 4);
+    assert_eq!(d.change_count, 4, "{d:#?}");
     // Nothing else.
     let rest = pb::ScanDiff {
         base: None,
