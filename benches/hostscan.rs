@@ -345,6 +345,37 @@ fn ssh_command(targets: &Targets, port: u16, script: &Path) -> tokio::process::C
     c
 }
 
+/// `hostscan probe` of the target on `port`, verifying host keys from
+/// `known`, its output dropped.
+fn probe_command(
+    targets: &Targets,
+    port: u16,
+    known: &Path,
+    scan_type: ScanType,
+) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(BINARY);
+    cmd.args([
+        "probe",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--user",
+        &targets.user,
+        "-i",
+    ])
+    .arg(&targets.keys.client)
+    .arg("--known-hosts")
+    .arg(known)
+    .args(if scan_type == ScanType::Full {
+        &["--full"][..]
+    } else {
+        &[][..]
+    })
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    cmd
+}
+
 /// Writes the plan's driver script to `<dir>/<type>.sh` and its remote
 /// command line beside it (`<type>.cmd`, read by `ssh_command`).
 fn script_file(dir: &Path, scan_type: ScanType) -> PathBuf {
@@ -391,27 +422,10 @@ async fn latency(plan: &Plan, db: &TestDb) -> Vec<Latency> {
             );
 
             let t = Instant::now();
-            let mut cmd = tokio::process::Command::new(BINARY);
-            cmd.args([
-                "probe",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--user",
-                &targets.user,
-                "-i",
-            ])
-            .arg(&targets.keys.client)
-            .arg("--known-hosts")
-            .arg(&probe_known)
-            .args(if scan_type == ScanType::Full {
-                &["--full"][..]
-            } else {
-                &[][..]
-            })
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-            let status = cmd.status().await.expect("probe");
+            let status = probe_command(&targets, port, &probe_known, scan_type)
+                .status()
+                .await
+                .expect("probe");
             probe.push(ms(t.elapsed()));
             assert!(status.success(), "probe failed");
 
@@ -473,27 +487,7 @@ async fn throughput(plan: &Plan, db: &TestDb) -> Throughput {
     let machine0 = machine_cpu();
     std::fs::write(format!("/proc/{}/clear_refs", server.pid), "5").ok();
     let t0 = chrono::Utc::now();
-    let submit = Arc::new(Semaphore::new(64));
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..plan.scans {
-        let mut c = client.clone();
-        let permit = submit.clone().acquire_owned().await.expect("semaphore");
-        let port = ports[i % ports.len()];
-        tasks.spawn(async move {
-            let id = c
-                .start_scan(request(port, ScanType::Quick))
-                .await
-                .expect("start")
-                .into_inner()
-                .id;
-            drop(permit);
-            id
-        });
-    }
-    let mut ids = Vec::new();
-    while let Some(id) = tasks.join_next().await {
-        ids.push(id.expect("submit"));
-    }
+    let ids = submit_quick(&client, &ports, plan.scans).await;
     // Done when every submitted scan is terminal.
     let mut c = client.clone();
     let terminal = |status: pb::ScanStatus| {
@@ -585,94 +579,133 @@ async fn throughput(plan: &Plan, db: &TestDb) -> Throughput {
     }
 }
 
-/// `ansible all -f N -m setup` over the targets, if ansible-core installs
-/// from PyPI into a venv under target/. Hosts per second.
-async fn ansible_setup(targets: &Targets) -> Result<(f64, usize), String> {
+/// StartScan of `scans` quick scans, 64 in flight, round-robin over
+/// `ports`: their ids.
+async fn submit_quick(client: &Client, ports: &[u16], scans: usize) -> Vec<i64> {
+    let limit = Arc::new(Semaphore::new(64));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..scans {
+        let mut c = client.clone();
+        let permit = limit.clone().acquire_owned().await.expect("semaphore");
+        let port = ports[i % ports.len()];
+        tasks.spawn(async move {
+            let id = c
+                .start_scan(request(port, ScanType::Quick))
+                .await
+                .expect("start")
+                .into_inner()
+                .id;
+            drop(permit);
+            id
+        });
+    }
+    let mut ids = Vec::new();
+    while let Some(id) = tasks.join_next().await {
+        ids.push(id.expect("submit"));
+    }
+    ids
+}
+
+/// The venv's `ansible`, installing ansible-core from PyPI into a venv
+/// under target/ on first use.
+fn ansible_binary() -> Result<PathBuf, String> {
     let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-venv");
     let ansible = venv.join("bin/ansible");
-    if !ansible.exists() {
-        let run = |args: &[&str]| {
-            std::process::Command::new(args[0])
-                .args(&args[1..])
-                .output()
-                .map_err(|e| e.to_string())
-                .and_then(|o| {
-                    if o.status.success() {
-                        Ok(())
-                    } else {
-                        Err(String::from_utf8_lossy(&o.stderr)
-                            .chars()
-                            .take(300)
-                            .collect())
-                    }
-                })
-        };
-        let venv_s = venv.display().to_string();
-        run(&["python3", "-m", "venv", &venv_s]).map_err(|e| format!("venv: {e}"))?;
-        run(&[
-            &format!("{venv_s}/bin/pip"),
-            "install",
-            "--quiet",
-            "ansible-core",
-        ])
-        .map_err(|e| format!("pip install ansible-core: {e}"))?;
+    if ansible.exists() {
+        return Ok(ansible);
     }
+    let run = |args: &[&str]| {
+        std::process::Command::new(args[0])
+            .args(&args[1..])
+            .output()
+            .map_err(|e| e.to_string())
+            .and_then(|o| {
+                if o.status.success() {
+                    Ok(())
+                } else {
+                    Err(String::from_utf8_lossy(&o.stderr)
+                        .chars()
+                        .take(300)
+                        .collect())
+                }
+            })
+    };
+    let venv_s = venv.display().to_string();
+    run(&["python3", "-m", "venv", &venv_s]).map_err(|e| format!("venv: {e}"))?;
+    run(&[
+        &format!("{venv_s}/bin/pip"),
+        "install",
+        "--quiet",
+        "ansible-core",
+    ])
+    .map_err(|e| format!("pip install ansible-core: {e}"))?;
+    Ok(ansible)
+}
+
+/// One `ansible all -f FORKS -m setup` over one inventory host per entry
+/// of `ports` (all on 127.0.0.1, logging in as the targets' user): its
+/// wall time.
+async fn ansible_run(targets: &Targets, ports: &[u16], forks: usize) -> Result<Duration, String> {
+    let ansible = ansible_binary()?;
     let dir = support::temp_dir("hostscan-ansible-");
     let mut inventory = String::from("[targets]\n");
-    for (i, s) in targets.sshds.iter().enumerate() {
+    for (i, port) in ports.iter().enumerate() {
         let _ = writeln!(
             inventory,
-            "t{i} ansible_host=127.0.0.1 ansible_port={} ansible_user={} ansible_ssh_private_key_file={} ansible_python_interpreter=/usr/bin/python3",
-            s.port,
+            "h{i} ansible_host=127.0.0.1 ansible_port={port} ansible_user={} ansible_ssh_private_key_file={} ansible_python_interpreter=/usr/bin/python3",
             targets.user,
             targets.keys.client.display()
         );
     }
     let inv = dir.path().join("inventory");
     std::fs::write(&inv, inventory).map_err(|e| e.to_string())?;
-    let forks = targets.sshds.len().to_string();
+    let t = Instant::now();
+    let out = tokio::process::Command::new(&ansible)
+        .args(["all", "-i", inv.to_str().unwrap_or(""), "-f"])
+        .arg(forks.to_string())
+        .args(["-m", "setup"])
+        .env("ANSIBLE_HOST_KEY_CHECKING", "False")
+        .env(
+            "ANSIBLE_SSH_ARGS",
+            format!(
+                "-o UserKnownHostsFile={} -o ControlMaster=no",
+                targets.known_hosts.display()
+            ),
+        )
+        .env("ANSIBLE_LOCAL_TEMP", dir.path())
+        .env("ANSIBLE_REMOTE_TEMP", "/tmp/.ansible-bench")
+        .env("HOME", dir.path())
+        .output()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!(
+            "ansible failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .rev()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" | ")
+        ));
+    }
+    Ok(t.elapsed())
+}
+
+/// `ansible all -f N -m setup` over the targets (N = their number), if
+/// ansible-core installs from PyPI: hosts per second, median of 3 runs.
+async fn ansible_setup(targets: &Targets) -> Result<(f64, usize), String> {
+    let ports: Vec<u16> = targets.sshds.iter().map(|s| s.port).collect();
     let mut runs = Vec::new();
     for _ in 0..3 {
-        let t = Instant::now();
-        let out = tokio::process::Command::new(&ansible)
-            .args([
-                "all",
-                "-i",
-                inv.to_str().unwrap_or(""),
-                "-f",
-                &forks,
-                "-m",
-                "setup",
-            ])
-            .env("ANSIBLE_HOST_KEY_CHECKING", "False")
-            .env(
-                "ANSIBLE_SSH_ARGS",
-                format!(
-                    "-o UserKnownHostsFile={} -o ControlMaster=no",
-                    targets.known_hosts.display()
-                ),
-            )
-            .env("ANSIBLE_LOCAL_TEMP", dir.path())
-            .env("ANSIBLE_REMOTE_TEMP", "/tmp/.ansible-bench")
-            .env("HOME", dir.path())
-            .output()
-            .await
-            .map_err(|e| e.to_string())?;
-        if !out.status.success() {
-            return Err(format!(
-                "ansible failed: {}",
-                String::from_utf8_lossy(&out.stdout)
-                    .lines()
-                    .rev()
-                    .take(3)
-                    .collect::<Vec<_>>()
-                    .join(" | ")
-            ));
-        }
-        runs.push(t.elapsed().as_secs_f64());
+        runs.push(
+            ansible_run(targets, &ports, ports.len())
+                .await?
+                .as_secs_f64(),
+        );
     }
     let median = stats(runs).median;
-    Ok((targets.sshds.len() as f64 / median, targets.sshds.len()))
+    Ok((ports.len() as f64 / median, ports.len()))
 }
 
 struct Fanout {

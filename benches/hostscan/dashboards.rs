@@ -8,17 +8,15 @@
 //! by themselves, so the server CPU per delivered event is the difference.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hostscan::model::ScanType;
 use hostscan::pb;
-use tokio::sync::Semaphore;
 
 use super::backends::{env_size, start_on};
 use super::support::db::{Backend, TestDb};
+use super::support::is_terminal;
 use super::support::server::Client;
-use super::{Plan, Stats, Targets, process_cpu, request, stats};
+use super::{Plan, Stats, Targets, process_cpu, stats};
 
 /// The server's workers.
 const WORKERS: usize = 32;
@@ -113,16 +111,6 @@ pub(super) async fn measure(plan: &Plan, dashboards: usize, scans: usize) -> Das
     }
 }
 
-fn is_terminal(status: i32) -> bool {
-    [
-        pb::ScanStatus::Completed,
-        pb::ScanStatus::Failed,
-        pb::ScanStatus::Cancelled,
-    ]
-    .iter()
-    .any(|s| *s as i32 == status)
-}
-
 /// A fresh server and database; `dashboards` WatchScans streams opened
 /// first, then `scans` quick scans submitted at once. Returns when every
 /// scan is terminal (and every dashboard has seen every end, or the
@@ -159,7 +147,8 @@ async fn scan_all(
     let cpu0 = process_cpu(server.pid);
     let t0 = Instant::now();
     let started = chrono::Utc::now();
-    let ids = submit(&client, targets, scans).await;
+    let ports: Vec<u16> = targets.sshds.iter().map(|s| s.port).collect();
+    let ids = super::submit_quick(&client, &ports, scans).await;
     let mut seen = Vec::new();
     while let Some(s) = readers.join_next().await {
         seen.push(s.expect("dashboard"));
@@ -207,33 +196,6 @@ async fn read_dashboard(
         }
     }
     seen
-}
-
-/// StartScan × `scans`, 64 in flight, round-robin over the targets.
-async fn submit(client: &Client, targets: &Targets, scans: usize) -> Vec<i64> {
-    let ports: Vec<u16> = targets.sshds.iter().map(|s| s.port).collect();
-    let limit = Arc::new(Semaphore::new(64));
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..scans {
-        let mut c = client.clone();
-        let permit = limit.clone().acquire_owned().await.expect("semaphore");
-        let port = ports[i % ports.len()];
-        tasks.spawn(async move {
-            let id = c
-                .start_scan(request(port, ScanType::Quick))
-                .await
-                .expect("start")
-                .into_inner()
-                .id;
-            drop(permit);
-            id
-        });
-    }
-    let mut ids = Vec::new();
-    while let Some(id) = tasks.join_next().await {
-        ids.push(id.expect("submit"));
-    }
-    ids
 }
 
 /// Waits (polling ListScans' counts, with a deadline) until `expected`

@@ -617,20 +617,10 @@ async fn measure(runs: usize) -> Result<TargetCost, String> {
                 let cpu0 = target.cgroup.usage_usec();
                 match tool {
                     0 => {
-                        let mut cmd = tokio::process::Command::new(support::server::BINARY);
-                        cmd.args(["probe", "127.0.0.1", "--port", &port.to_string()])
-                            .args(["--user", &targets.user, "-i"])
-                            .arg(&targets.keys.client)
-                            .arg("--known-hosts")
-                            .arg(&probe_known)
-                            .args(if scan_type == ScanType::Full {
-                                &["--full"][..]
-                            } else {
-                                &[][..]
-                            })
-                            .stdout(Stdio::null())
-                            .stderr(Stdio::null());
-                        let status = cmd.status().await.expect("probe");
+                        let status = super::probe_command(&targets, port, &probe_known, scan_type)
+                            .status()
+                            .await
+                            .expect("probe");
                         assert!(status.success(), "hostscan probe failed: {status}");
                     }
                     1 => {

@@ -17,8 +17,7 @@
 //! with it every relay.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -33,7 +32,6 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::support::pg::TestDb;
-use super::support::server::BINARY;
 use super::{
     Stats, Targets, machine_cpu, ms, process_cpu, request, scan_to_end, script_file, ssh_command,
     stats, status_kib,
@@ -360,35 +358,6 @@ pub struct Wan {
     pub trace_delay_ms: u64,
 }
 
-fn probe_command(
-    targets: &Targets,
-    port: u16,
-    known: &Path,
-    scan_type: ScanType,
-) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(BINARY);
-    cmd.args([
-        "probe",
-        "127.0.0.1",
-        "--port",
-        &port.to_string(),
-        "--user",
-        &targets.user,
-        "-i",
-    ])
-    .arg(&targets.keys.client)
-    .arg("--known-hosts")
-    .arg(known)
-    .args(if scan_type == ScanType::Full {
-        &["--full"][..]
-    } else {
-        &[][..]
-    })
-    .stdout(Stdio::null())
-    .stderr(Stdio::null());
-    cmd
-}
-
 /// Adds known_hosts lines for `ports` (proxies) with the targets' shared
 /// host key, to the targets' file (ssh) and to `probe_known`.
 fn add_known(targets: &Targets, ports: &[u16], probe_known: &Path) {
@@ -434,7 +403,7 @@ pub async fn emulated_wan(sizes: &Sizes, db: &TestDb) -> Wan {
             let script = script_file(dir.path(), scan_type);
             // Warm-up: pins the host key for the proxy's port, fills caches.
             scan_to_end(&mut client, request(proxy.port, scan_type)).await;
-            let probe_ok = probe_command(&targets, proxy.port, &probe_known, scan_type)
+            let probe_ok = super::probe_command(&targets, proxy.port, &probe_known, scan_type)
                 .status()
                 .await
                 .is_ok_and(|s| s.success());
@@ -455,7 +424,7 @@ pub async fn emulated_wan(sizes: &Sizes, db: &TestDb) -> Wan {
                 let service_trace = proxy.take_trace();
 
                 let t = Instant::now();
-                let status = probe_command(&targets, proxy.port, &probe_known, scan_type)
+                let status = super::probe_command(&targets, proxy.port, &probe_known, scan_type)
                     .status()
                     .await
                     .expect("probe");
@@ -807,39 +776,6 @@ pub async fn thousand(sizes: &Sizes, db: &TestDb) -> Thousand {
     }
 }
 
-/// The venv's `ansible` (installing ansible-core from PyPI on first use,
-/// as section 2 does).
-fn ansible_binary() -> Result<PathBuf, String> {
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-venv");
-    let ansible = venv.join("bin/ansible");
-    if ansible.exists() {
-        return Ok(ansible);
-    }
-    let run = |args: &[&str]| {
-        std::process::Command::new(args[0])
-            .args(&args[1..])
-            .output()
-            .map_err(|e| e.to_string())
-            .and_then(|o| match o.status.success() {
-                true => Ok(()),
-                false => Err(String::from_utf8_lossy(&o.stderr)
-                    .chars()
-                    .take(300)
-                    .collect()),
-            })
-    };
-    let v = venv.display().to_string();
-    run(&["python3", "-m", "venv", &v]).map_err(|e| format!("venv: {e}"))?;
-    run(&[
-        &format!("{v}/bin/pip"),
-        "install",
-        "--quiet",
-        "ansible-core",
-    ])
-    .map_err(|e| format!("pip install ansible-core: {e}"))?;
-    Ok(ansible)
-}
-
 /// `ansible all -f FORKS -m setup` over `hosts` inventory entries spread
 /// over the proxied targets: hosts per second (one run).
 async fn ansible_forks(
@@ -848,51 +784,9 @@ async fn ansible_forks(
     hosts: usize,
     forks: usize,
 ) -> Result<(f64, usize), String> {
-    let ansible = ansible_binary()?;
-    let dir = super::support::temp_dir("hostscan-ansible-");
-    let mut inventory = String::from("[targets]\n");
-    for i in 0..hosts {
-        let _ = writeln!(
-            inventory,
-            "h{i} ansible_host=127.0.0.1 ansible_port={} ansible_user={} ansible_ssh_private_key_file={} ansible_python_interpreter=/usr/bin/python3",
-            ports[i % ports.len()],
-            targets.user,
-            targets.keys.client.display()
-        );
-    }
-    let inv = dir.path().join("inventory");
-    std::fs::write(&inv, inventory).map_err(|e| e.to_string())?;
-    let t = Instant::now();
-    let out = tokio::process::Command::new(&ansible)
-        .args(["all", "-i", inv.to_str().unwrap_or(""), "-f"])
-        .arg(forks.to_string())
-        .args(["-m", "setup"])
-        .env("ANSIBLE_HOST_KEY_CHECKING", "False")
-        .env(
-            "ANSIBLE_SSH_ARGS",
-            format!(
-                "-o UserKnownHostsFile={} -o ControlMaster=no",
-                targets.known_hosts.display()
-            ),
-        )
-        .env("ANSIBLE_LOCAL_TEMP", dir.path())
-        .env("ANSIBLE_REMOTE_TEMP", "/tmp/.ansible-bench")
-        .env("HOME", dir.path())
-        .output()
-        .await
-        .map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(format!(
-            "ansible failed: {}",
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .rev()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" | ")
-        ));
-    }
-    Ok((hosts as f64 / t.elapsed().as_secs_f64(), hosts))
+    let spread: Vec<u16> = (0..hosts).map(|i| ports[i % ports.len()]).collect();
+    let took = super::ansible_run(targets, &spread, forks).await?;
+    Ok((hosts as f64 / took.as_secs_f64(), hosts))
 }
 
 pub fn thousand_section(t: &Thousand) -> String {

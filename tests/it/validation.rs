@@ -12,6 +12,7 @@ use prost::Message as _;
 use tonic::Code;
 
 use crate::e2e::server_args;
+use crate::support::is_terminal;
 use crate::support::pg::TestDb;
 use crate::support::server::{Server, watch};
 use crate::support::sshd::{Keys, Options, Sshd};
@@ -41,16 +42,6 @@ async fn to_the_end(
     })
     .await
     .expect("the stream ends after the terminal event")
-}
-
-fn is_terminal(status: i32) -> bool {
-    [
-        pb::ScanStatus::Completed,
-        pb::ScanStatus::Failed,
-        pb::ScanStatus::Cancelled,
-    ]
-    .iter()
-    .any(|s| *s as i32 == status)
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@ use hostscan::pb;
 use tokio_stream::StreamExt;
 
 use crate::e2e::{Env, server_args, wait_for_running};
+use crate::support::is_terminal;
 use crate::support::server::{Client, Server};
 
 type Events = tonic::codec::Streaming<pb::ScanEvent>;
@@ -19,16 +20,6 @@ async fn subscribe(client: &mut Client, request: pb::WatchScansRequest) -> Event
         .await
         .expect("WatchScans")
         .into_inner()
-}
-
-fn is_terminal(status: i32) -> bool {
-    [
-        pb::ScanStatus::Completed,
-        pb::ScanStatus::Failed,
-        pb::ScanStatus::Cancelled,
-    ]
-    .iter()
-    .any(|s| *s as i32 == status)
 }
 
 /// Reads `stream` until every scan in `ids` has had its terminal event;

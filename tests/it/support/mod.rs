@@ -121,6 +121,19 @@ impl Drop for Tied {
 }
 
 /// A fresh directory under the system temp dir, removed on drop.
+/// True for a terminal status (COMPLETED, FAILED, CANCELLED) as it comes
+/// over the wire.
+pub fn is_terminal(status: i32) -> bool {
+    use hostscan::pb::ScanStatus;
+    [
+        ScanStatus::Completed,
+        ScanStatus::Failed,
+        ScanStatus::Cancelled,
+    ]
+    .iter()
+    .any(|s| *s as i32 == status)
+}
+
 pub fn temp_dir(prefix: &str) -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix(prefix)
