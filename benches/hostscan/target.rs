@@ -19,8 +19,9 @@
 //!   the engine runs, as the other sections run it;
 //! - ssh (b): `ssh host '<the step scripts>'`, one login shell running the
 //!   steps' scripts one after the other with no per-step wrapper: each script
-//!   becomes a shell function (its `exit` a `return`, its variables unset
-//!   before it runs), followed by an `echo` of its status, both builtins.
+//!   becomes the engine's own shell function for it (`scan::as_function`: its
+//!   `exit` a `return`, its variables unset before it runs), followed by an
+//!   `echo` of its status, both builtins.
 //!
 //! Needs root (cgroups, namespaces, accounting) and `accton` (Debian `acct`).
 //! Without them the section says why; under `CI=true` that is a failure.
@@ -344,70 +345,16 @@ impl Drop for Target {
 
 // ------------------------------------------------ ssh (b): one plain shell
 
-/// `exit` as a command word becomes `return`: the script runs as a shell
-/// function of one shell, and its end must not end the shell.
-fn exit_to_return(script: &str) -> String {
-    let bytes = script.as_bytes();
-    let mut out = String::with_capacity(script.len() + 64);
-    let mut i = 0;
-    while i < script.len() {
-        let before = if i == 0 { b'\n' } else { bytes[i - 1] };
-        let after = bytes.get(i + 4).copied().unwrap_or(b'\n');
-        if script[i..].starts_with("exit")
-            && matches!(
-                before,
-                b' ' | b'\t' | b'\n' | b';' | b'{' | b'(' | b'&' | b'|'
-            )
-            && matches!(after, b' ' | b'\t' | b'\n' | b';' | b'}' | b')')
-        {
-            out.push_str("return");
-            i += 4;
-        } else {
-            let c = script[i..].chars().next().expect("a char");
-            out.push(c);
-            i += c.len_utf8();
-        }
-    }
-    out
-}
-
-/// Lower-case names a script assigns (`name=` at the start of a word).
-fn assigned_names(script: &str) -> Vec<String> {
-    let mut names: Vec<String> = Vec::new();
-    let bytes = script.as_bytes();
-    for (i, _) in script.match_indices('=') {
-        let start = bytes[..i]
-            .iter()
-            .rposition(|b| !(b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_'))
-            .map_or(0, |p| p + 1);
-        let name = &script[start..i];
-        let at_word = start == 0 || matches!(bytes[start - 1], b' ' | b'\t' | b'\n' | b';');
-        if at_word
-            && name
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-            && !names.iter().any(|n| n == name)
-        {
-            names.push(name.to_string());
-        }
-    }
-    names
-}
-
 /// The marker ssh (b) echoes after each step, with its status.
 const DONE: &str = "@@hostscan-bench-step";
 
 /// ssh (b)'s remote command: the steps of `scan_type` in one shell.
 fn single_shell_script(scan_type: ScanType) -> String {
     let mut s = String::from("LC_ALL=C LANG=C; export LC_ALL LANG\n");
-    for (i, step) in hostscan::scan::plan(scan_type).enumerate() {
-        let _ = writeln!(s, "hs_step{i}() {{\n{}\n}}", exit_to_return(step.script));
-        let names = assigned_names(step.script);
-        if !names.is_empty() {
-            let _ = writeln!(s, "unset {}", names.join(" "));
-        }
-        let _ = writeln!(s, "hs_step{i} </dev/null; echo \"{DONE} {} $?\"", step.name);
+    for step in hostscan::scan::plan(scan_type) {
+        // The engine's own function for the step (`hs_<name>`), unmarked.
+        s.push_str(&hostscan::scan::as_function(step));
+        let _ = writeln!(s, "hs_{0} </dev/null; echo \"{DONE} {0} $?\"", step.name);
     }
     s
 }

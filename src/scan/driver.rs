@@ -89,18 +89,31 @@ pub fn script(steps: &[&Step], nonce: &str) -> String {
     let mut out = String::new();
     for step in steps {
         let name = step.name;
-        let vars = assigned_variables(step.script);
-        if !vars.is_empty() {
-            out.push_str(&format!("unset {}\n", vars.join(" ")));
-        }
+        out.push_str(&as_function(step));
         out.push_str(&format!(
-            "hs_{name}() {{\n{}\n}}\n\
-             echo '{m} begin {name}'; echo '{m} begin {name}' >&2\n\
+            "echo '{m} begin {name}'; echo '{m} begin {name}' >&2\n\
              hs_{name} </dev/null\n\
-             printf '\\n{m} end {name} %s\\n' \"$?\"\n",
-            exits_to_returns(step.script.trim_end())
+             printf '\\n{m} end {name} %s\\n' \"$?\"\n"
         ));
     }
+    out
+}
+
+/// `step` as the shell function `hs_<name>` that the driver runs: its
+/// variables unset first (as in a fresh shell), then the definition, its
+/// `exit`s turned into `return`s. Public so that benchmarks can run the
+/// same steps in one plain shell, without the driver's markers.
+pub fn as_function(step: &Step) -> String {
+    let mut out = String::new();
+    let vars = assigned_variables(step.script);
+    if !vars.is_empty() {
+        out.push_str(&format!("unset {}\n", vars.join(" ")));
+    }
+    out.push_str(&format!(
+        "hs_{}() {{\n{}\n}}\n",
+        step.name,
+        exits_to_returns(step.script.trim_end())
+    ));
     out
 }
 

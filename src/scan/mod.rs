@@ -216,6 +216,8 @@ pub fn plan(scan_type: ScanType) -> impl Iterator<Item = &'static Step> {
         .filter(move |s| scan_type == ScanType::Full || !s.full_only)
 }
 
+pub use driver::as_function;
+
 /// The plan's steps in channels: (plan index, step), one `Vec` per group
 /// in the order the group's channel runs them (`runs_last` steps last).
 fn groups<'a>(steps: &[&'a Step]) -> Vec<Vec<(usize, &'a Step)>> {
