@@ -13,6 +13,14 @@
 //!
 //! Does no network I/O and knows nothing of keys or connections: `route`
 //! turns a `HostConfig` into a connection plan.
+//!
+//! Why not a crate: `ssh2-config` (MIT, maintained; 0.7.1 checked in
+//! November 2026) is the one ssh_config parser with real upkeep, but it has
+//! no `Match` blocks, no `%h`/`%r`/`%p` token expansion, and hands
+//! `StrictHostKeyChecking`, `UserKnownHostsFile` and `IdentitiesOnly` back
+//! only as untyped "unsupported" strings; every one of those decides where
+//! hostscan connects or which host key it trusts. Wrapping it would have
+//! left us writing the same resolution rules around it.
 
 use std::collections::HashSet;
 use std::fmt;

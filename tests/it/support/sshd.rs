@@ -301,7 +301,7 @@ impl Sshd {
             config_path.display(),
             dir.path().join("sshd.log").display()
         );
-        let (process, host) = match &options.netns {
+        let (mut process, host) = match &options.netns {
             None => (
                 Tied::spawn("sshd", &sshd, "TERM", ""),
                 "127.0.0.1".to_string(),
@@ -331,7 +331,7 @@ impl Sshd {
             }
         };
         match &options.netns {
-            None => wait_for_banner(port).await,
+            None => wait_for_banner(port, &mut process).await,
             // Ready when ssh-keyscan, inside the namespace, gets its key.
             Some(n) => {
                 let ns = n.ns.clone();
@@ -340,6 +340,10 @@ impl Sshd {
                     Duration::from_secs(20),
                     || {
                         let ns = ns.clone();
+                        assert!(
+                            process.is_running(),
+                            "the namespaced sshd exited before answering: see its stderr above"
+                        );
                         async move {
                             tokio::task::spawn_blocking(move || {
                                 let out = super::netns::Lab::command(&ns, "ssh-keyscan")
@@ -411,11 +415,16 @@ impl Sshd {
 }
 
 /// Waits until something on 127.0.0.1:`port` sends an SSH banner.
-async fn wait_for_banner(port: u16) {
-    eventually(
-        "sshd to send its banner",
-        Duration::from_secs(20),
-        || async move {
+/// Waits for the banner on `port`; fails at once, instead of at the
+/// deadline, when `process` exits first (a namespace or chroot that cannot
+/// be set up: its error is in the test's stderr above).
+async fn wait_for_banner(port: u16, process: &mut Tied) {
+    eventually("sshd to send its banner", Duration::from_secs(20), || {
+        assert!(
+            process.is_running(),
+            "sshd exited before sending its banner: see its stderr above"
+        );
+        async move {
             tokio::task::spawn_blocking(move || {
                 let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
                 s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
@@ -426,8 +435,8 @@ async fn wait_for_banner(port: u16) {
             .await
             .ok()
             .flatten()
-        },
-    )
+        }
+    })
     .await;
 }
 
@@ -518,7 +527,7 @@ impl Sshd {
         );
         let script_path = dir.path().join("start.sh");
         std::fs::write(&script_path, script).expect("start script");
-        let process = Tied::spawn(
+        let mut process = Tied::spawn(
             "namespaced sshd",
             &format!(
                 "unshare --mount --propagation private sh {}",
@@ -527,7 +536,7 @@ impl Sshd {
             "TERM",
             "",
         );
-        wait_for_banner(port).await;
+        wait_for_banner(port, &mut process).await;
         Self {
             host: "127.0.0.1".into(),
             port,
