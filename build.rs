@@ -13,7 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(["hostscan/v1/scan.proto"], ["proto"])?;
     fs::write(out_dir.join("hostscan_descriptor.bin"), fds.encode_to_vec())?;
     tonic_prost_build::configure()
-        .codec_path("crate::pb::codec::Codec")
+        .codec_path("crate::api::codec::Codec")
         // Written by hand in src/pb/event.rs: an event sent to many watchers
         // is encoded once and its bytes shared.
         .extern_path(".hostscan.v1.ScanEvent", "crate::pb::ScanEvent")

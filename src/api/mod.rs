@@ -5,6 +5,7 @@
 //! WatchScan. This is the only module that knows `tonic::Status`; `status`
 //! below is the one place errors become one.
 
+pub mod codec;
 mod deferred;
 mod validate;
 mod watch;

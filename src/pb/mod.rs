@@ -16,47 +16,6 @@ tonic::include_proto!("hostscan.v1");
 mod event;
 pub use event::{ScanEvent, ScanEventFields};
 
-/// The protobuf codec of the hostscan service: prost, with a small initial
-/// encode buffer. tonic keeps one per open stream, and a WatchScan stream
-/// mostly sends small events; the buffer grows for the terminal one.
-pub mod codec {
-    use std::marker::PhantomData;
-
-    use tonic::codec::BufferSettings;
-    use tonic_prost::{ProstDecoder, ProstEncoder};
-
-    const ENCODE_BUFFER: usize = 1024;
-    const YIELD_THRESHOLD: usize = 32 * 1024;
-
-    #[derive(Debug, Clone, Copy)]
-    pub struct Codec<T, U>(PhantomData<(T, U)>);
-
-    impl<T, U> Default for Codec<T, U> {
-        fn default() -> Self {
-            Self(PhantomData)
-        }
-    }
-
-    impl<T, U> tonic::codec::Codec for Codec<T, U>
-    where
-        T: prost::Message + Send + 'static,
-        U: prost::Message + Default + Send + 'static,
-    {
-        type Encode = T;
-        type Decode = U;
-        type Encoder = ProstEncoder<T>;
-        type Decoder = ProstDecoder<U>;
-
-        fn encoder(&mut self) -> Self::Encoder {
-            ProstEncoder::new(BufferSettings::new(ENCODE_BUFFER, YIELD_THRESHOLD))
-        }
-
-        fn decoder(&mut self) -> Self::Decoder {
-            ProstDecoder::new(BufferSettings::default())
-        }
-    }
-}
-
 /// Descriptors of the hostscan API, for reflection and JSON.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("hostscan_descriptor");
 

@@ -134,6 +134,91 @@ async fn list_scans_hostname_is_validated_like_start_scan() {
     );
 }
 
+/// Sends bytes as they are, to reach the server's decoder with what no
+/// generated client can build.
+#[derive(Clone, Copy, Default)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let n = bytes::Buf::remaining(src);
+        Ok(Some(bytes::Buf::copy_to_bytes(src, n).to_vec()))
+    }
+}
+
+#[tokio::test]
+async fn undecodable_requests_are_invalid_argument_naming_the_field() {
+    let db = TestDb::new().await;
+    let server = Server::start(&db.url, &[]).await;
+    let mut grpc = tonic::client::Grpc::new(server.channel().await);
+    // StartScanRequest.hostname (field 1, length-delimited) holding bytes
+    // that are not UTF-8; a scan_id cut off inside its varint; a key with
+    // wire type 7, which no field can have.
+    for (method, body, field) in [
+        ("StartScan", vec![0x0a, 0x02, 0xff, 0xfe], "hostname: "),
+        ("ListScans", vec![0x0a, 0x01, 0xc3], "hostname: "),
+        ("GetScan", vec![0x08, 0x80], "scan_id: "),
+        ("GetScan", vec![0x0f], "request: "),
+    ] {
+        grpc.ready().await.expect("ready");
+        let path = http::uri::PathAndQuery::try_from(format!("/hostscan.v1.ScanService/{method}"))
+            .expect("path");
+        let status = grpc
+            .unary(tonic::Request::new(body), path, RawCodec)
+            .await
+            .expect_err("undecodable request");
+        assert_eq!(status.code(), Code::InvalidArgument, "{method}: {status:?}");
+        assert!(
+            status.message().starts_with(field) && status.message().contains("not valid protobuf"),
+            "{method}: {}",
+            status.message()
+        );
+    }
+    // And the server goes on serving.
+    let scan = server
+        .client()
+        .await
+        .get_scan(pb::GetScanRequest { scan_id: 1 })
+        .await
+        .expect_err("no scan 1 yet");
+    assert_eq!(scan.code(), Code::NotFound, "{scan:?}");
+}
+
 #[tokio::test]
 async fn watch_with_a_mark_ahead_of_the_scan_gets_a_snapshot_and_ends() {
     // df waits for the gate: the scan is RUNNING while the watcher attaches.
