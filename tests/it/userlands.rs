@@ -498,3 +498,99 @@ async fn dpkg_counts_by_status_letter() {
         ]
     );
 }
+
+/// A Linux host with neither iproute2 nor net-tools (a minimal image, a
+/// container): its interfaces come from `/sys/class/net` and `/proc/net`,
+/// and match what `ip -j addr show` says inside the same namespace, except
+/// the one kind of address the kernel files cannot place (a /32 with no
+/// connected route). The host is a network namespace of the test's own,
+/// so nothing else changes its interfaces between the scan and `ip`.
+#[tokio::test]
+async fn interfaces_without_iproute2_or_net_tools() {
+    use crate::support::netns::Lab;
+    use crate::support::sshd::{InNetns, Options};
+    need("unshare", "util-linux");
+    need("ip", "iproute2");
+    let keys = Keys::generate();
+    let mut lab = Lab::new();
+    let ns = lab.namespace("bare");
+    let (_, address) = lab.link_root(&ns);
+    // A second connected prefix on eth0 (.240/29), and a /32 on lo outside
+    // it (.250), which no route holds. (Inside it, the /32 could not be
+    // told from a secondary address of eth0: see `network::kernel`.)
+    let (narrow, lone) = (lab.spare_address(1), lab.spare_address(10));
+    run(
+        "ip",
+        &[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{narrow}/29"),
+            "dev",
+            "eth0",
+        ],
+    );
+    run(
+        "ip",
+        &["-n", &ns, "addr", "add", &format!("{lone}/32"), "dev", "lo"],
+    );
+    // `ip` and `ifconfig` hidden wherever PATH could find them.
+    let hide = "for f in /usr/bin/ip /usr/sbin/ip /bin/ip /sbin/ip /usr/bin/ifconfig \
+                /usr/sbin/ifconfig /bin/ifconfig /sbin/ifconfig; do \
+                if [ -f \"$f\" ] && [ ! -L \"$f\" ]; then mount --bind /dev/null \"$f\"; fi; done";
+    let sshd = Sshd::start(
+        &keys,
+        Options {
+            netns: Some(InNetns {
+                ns: ns.clone(),
+                hostname: "bare-host".into(),
+                address,
+            }),
+            mount_setup: Some(hide.into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let r = full_scan(&sshd, &keys).await;
+    assert!(
+        r.step_errors.iter().all(|e| e.step != "network"),
+        "{:?}",
+        r.step_errors
+    );
+
+    let truth = Lab::command(&ns, "ip")
+        .args(["-j", "addr", "show"])
+        .output()
+        .expect("ip -j");
+    let truth = hostscan::scan::parse::network::parse(&format!(
+        "@@ip-json\n{}",
+        String::from_utf8_lossy(&truth.stdout)
+    ))
+    .expect("ip -j parses");
+    let canonical = |mut v: Vec<hostscan::model::facts::NetworkInterface>| {
+        for i in &mut v {
+            i.addresses
+                .sort_by(|a, b| (&a.family, &a.address).cmp(&(&b.family, &b.address)));
+        }
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    };
+    let mut expected = canonical(truth);
+    let lo = expected.iter_mut().find(|i| i.name == "lo").expect("lo");
+    let before = lo.addresses.len();
+    lo.addresses.retain(|a| a.address != lone);
+    assert_eq!(
+        lo.addresses.len(),
+        before - 1,
+        "ip shows the /32: {expected:?}"
+    );
+    let eth0 = expected.iter().find(|i| i.name == "eth0").expect("eth0");
+    assert!(
+        eth0.addresses
+            .iter()
+            .any(|a| a.address == narrow && a.prefix_length == 29),
+        "{eth0:?}"
+    );
+    assert_eq!(canonical(r.network_interfaces), expected);
+}

@@ -7,7 +7,12 @@ use crate::model::facts::{Address, NetworkInterface};
 
 /// Prints `@@ip-json` (`ip -j addr show`, only if it is a JSON array), else
 /// `@@ip-link` + `@@ip-addr` (`ip -o`, which busybox ip also has), else
-/// `@@ifconfig` (`ifconfig -a`). Exits 127 when none worked.
+/// `@@ifconfig` (`ifconfig -a`), else, on Linux with neither iproute2 nor
+/// net-tools (minimal images, containers), what the kernel itself shows:
+/// `@@sys-net` (one line per `/sys/class/net` entry: name, operstate,
+/// address, mtu, flags, read with the shell's `read`, no process each),
+/// `@@if-inet6`, `@@route` and `@@fib-trie` (`/proc/net/…`). Exits 127
+/// when none worked.
 pub const SCRIPT: &str = r#"PATH="${PATH:-/usr/bin:/bin}:/usr/sbin:/sbin:/usr/local/sbin"; export PATH
 if command -v ip >/dev/null 2>&1; then
   if out=$(ip -j addr show 2>/dev/null </dev/null) && [ -n "$out" ]; then
@@ -26,6 +31,25 @@ fi
 if command -v ifconfig >/dev/null 2>&1 && out=$(ifconfig -a 2>/dev/null </dev/null) && [ -n "$out" ]; then
   echo @@ifconfig
   printf '%s\n' "$out" | head -n 20000
+  exit 0
+fi
+if [ -r /proc/net/route ] && [ -d /sys/class/net ]; then
+  echo @@sys-net
+  for d in /sys/class/net/*; do
+    [ -r "$d/mtu" ] || continue
+    st=; ad=; mt=; fl=
+    read -r st 2>/dev/null <"$d/operstate"
+    read -r ad 2>/dev/null <"$d/address"
+    read -r mt 2>/dev/null <"$d/mtu"
+    read -r fl 2>/dev/null <"$d/flags"
+    printf '%s %s %s %s %s\n' "${d##*/}" "${st:--}" "${ad:--}" "${mt:--}" "${fl:--}"
+  done
+  echo @@if-inet6
+  cat /proc/net/if_inet6 2>/dev/null </dev/null
+  echo @@route
+  cat /proc/net/route 2>/dev/null </dev/null
+  echo @@fib-trie
+  cat /proc/net/fib_trie 2>/dev/null </dev/null
   exit 0
 fi
 exit 127
@@ -48,8 +72,16 @@ pub fn parse(stdout: &str) -> Result<Vec<NetworkInterface>, ParseError> {
     if let Some(body) = get("ifconfig") {
         return Ok(ifconfig(body));
     }
+    if let Some(links) = get("sys-net") {
+        return Ok(kernel(
+            links,
+            get("if-inet6").unwrap_or(""),
+            get("route").unwrap_or(""),
+            get("fib-trie").unwrap_or(""),
+        ));
+    }
     Err(ParseError::new(
-        "no interface list (looked for ip -j, ip -o, ifconfig -a)",
+        "no interface list (looked for ip -j, ip -o, ifconfig -a, /sys/class/net)",
     ))
 }
 
@@ -275,6 +307,193 @@ fn link_name(raw: &str) -> &str {
     n.split('@').next().unwrap_or(n)
 }
 
+/// `IFF_LOOPBACK` in `/sys/class/net/*/flags`.
+const IFF_LOOPBACK: u32 = 0x8;
+/// `/proc/net/route` flags: the route is up, goes through a gateway, or
+/// rejects (unreachable, prohibit).
+const RTF_UP: u32 = 0x1;
+const RTF_GATEWAY: u32 = 0x2;
+const RTF_REJECT: u32 = 0x200;
+
+/// Linux's own view, for hosts without iproute2 or net-tools.
+///
+/// Interfaces, states, MACs and MTUs come from `/sys/class/net`; IPv6
+/// addresses with their prefixes and interfaces from `/proc/net/if_inet6`.
+/// The kernel lists IPv4 addresses only as the local routes of
+/// `/proc/net/fib_trie` (`/32 host LOCAL`), with no interface: each goes to
+/// the interface of the longest connected route (`/proc/net/route`, no
+/// gateway) that holds it, with that route's prefix; one under a loopback
+/// prefix (`127.0.0.0/8 host LOCAL`) goes to the loopback interface. An
+/// address with neither (a /32 or `noprefixroute` address, an address on an
+/// interface that is down) cannot be placed and is left out. The files do
+/// not name the interface of a local address, so a /32 on one interface
+/// inside another's connected prefix (a load balancer's VIP on `lo` in
+/// `eth0`'s subnet) looks exactly like a secondary address of the other,
+/// and is shown there.
+fn kernel(links: &str, inet6: &str, route: &str, trie: &str) -> Vec<NetworkInterface> {
+    let mut out: Vec<NetworkInterface> = Vec::new();
+    let mut loopback = None;
+    for line in lines(links) {
+        let toks: Vec<&str> = line.split_whitespace().collect();
+        let [name, state, address, mtu_text, flags] = toks[..] else {
+            continue;
+        };
+        if out.len() >= MAX_IFACES {
+            break;
+        }
+        let mut i = iface(name);
+        if state != "-" {
+            i.state = state.to_ascii_lowercase();
+        }
+        i.mac = mac(address).unwrap_or_default();
+        i.mtu = mtu(mtu_text);
+        let flags = flags
+            .strip_prefix("0x")
+            .and_then(|h| u32::from_str_radix(h, 16).ok())
+            .unwrap_or(0);
+        if flags & IFF_LOOPBACK != 0 && loopback.is_none() {
+            loopback = Some(out.len());
+        }
+        out.push(i);
+    }
+    let index = |out: &[NetworkInterface], name: &str| out.iter().position(|i| i.name == name);
+
+    let routes = connected_routes(route);
+    let (locals, loopback_prefixes) = fib_locals(trie);
+    for a in locals {
+        let held = |net: u32, prefix: u32| prefix_mask(prefix) & u32::from(a) == net;
+        let mut best: Option<(&str, u32)> = None;
+        for (name, net, prefix) in &routes {
+            if held(*net, *prefix) && best.is_none_or(|(_, p)| *prefix > p) {
+                best = Some((name, *prefix));
+            }
+        }
+        let place = match best {
+            Some((name, prefix)) => index(&out, name).map(|k| (k, prefix)),
+            None => loopback_prefixes
+                .iter()
+                .find(|(net, prefix)| held(*net, *prefix))
+                .and_then(|(_, prefix)| loopback.map(|k| (k, *prefix))),
+        };
+        if let Some((k, prefix)) = place {
+            push_addr(&mut out[k], address("inet", &a.to_string(), prefix));
+        }
+    }
+
+    // `fe80000000000000021e06fffe123456 02 40 20 80 eth0`: address, index,
+    // prefix length, scope, flags (hex), name.
+    for line in lines(inet6) {
+        let toks: Vec<&str> = line.split_whitespace().collect();
+        let [hex, _, prefix, _, _, name] = toks[..] else {
+            continue;
+        };
+        let (Some(addr), Ok(prefix)) = (
+            (hex.len() == 32)
+                .then(|| u128::from_str_radix(hex, 16).ok())
+                .flatten()
+                .map(std::net::Ipv6Addr::from),
+            u32::from_str_radix(prefix, 16),
+        ) else {
+            continue;
+        };
+        if let Some(k) = index(&out, name) {
+            push_addr(&mut out[k], address("inet6", &addr.to_string(), prefix));
+        }
+    }
+    // As ip lists them: IPv4 first, then IPv6.
+    out
+}
+
+/// The netmask of a prefix length, as a host-order u32.
+fn prefix_mask(prefix: u32) -> u32 {
+    match prefix {
+        0 => 0,
+        p => u32::MAX << (32 - p.min(32)),
+    }
+}
+
+/// Connected routes of `/proc/net/route` (up, no gateway, not a reject
+/// route): (interface, network, prefix length). The kernel prints each
+/// address and mask as the hex of its in-memory u32, so the host's byte
+/// order shows: the one under which every mask is a prefix mask (little
+/// endian when the masks cannot tell, as nearly every Linux host is).
+fn connected_routes(route: &str) -> Vec<(String, u32, u32)> {
+    let hex = |s: &str| u32::from_str_radix(s, 16).ok();
+    let mut rows = Vec::new();
+    for line in lines(route).skip(1).take(100_000) {
+        let toks: Vec<&str> = line.split_whitespace().collect();
+        let [name, dest, gateway, flags, _, _, _, mask, ..] = toks[..] else {
+            continue;
+        };
+        let (Some(dest), Some(gateway), Some(flags), Some(mask)) =
+            (hex(dest), hex(gateway), hex(flags), hex(mask))
+        else {
+            continue;
+        };
+        rows.push((name, dest, gateway, flags, mask));
+    }
+    let is_prefix = |m: u32| m.leading_ones() + m.trailing_zeros() == 32;
+    let big_endian =
+        rows.iter().all(|r| is_prefix(r.4)) && !rows.iter().all(|r| is_prefix(r.4.swap_bytes()));
+    let order = |v: u32| if big_endian { v } else { v.swap_bytes() };
+    rows.into_iter()
+        .filter(|(name, _, gateway, flags, _)| {
+            *name != "*"
+                && *gateway == 0
+                && flags & RTF_UP != 0
+                && flags & (RTF_GATEWAY | RTF_REJECT) == 0
+        })
+        .filter_map(|(name, dest, _, _, mask)| {
+            let mask = order(mask);
+            is_prefix(mask).then(|| (name.to_string(), order(dest) & mask, mask.leading_ones()))
+        })
+        .collect()
+}
+
+/// From `/proc/net/fib_trie`: the addresses of this host (`/32 host
+/// LOCAL` leaves) and the loopback prefixes (`/8 host LOCAL`), each once.
+///
+/// ```text
+///      +-- 127.0.0.0/8 2 0 2
+///         |-- 127.0.0.0
+///            /8 host LOCAL
+///         |-- 127.0.0.1
+///            /32 host LOCAL
+/// ```
+fn fib_locals(trie: &str) -> (Vec<std::net::Ipv4Addr>, Vec<(u32, u32)>) {
+    let mut locals = Vec::new();
+    let mut prefixes = Vec::new();
+    let mut leaf: Option<std::net::Ipv4Addr> = None;
+    for line in lines(trie).take(1_000_000) {
+        let line = line.trim();
+        if let Some(key) = line.strip_prefix("|-- ") {
+            leaf = key.trim().parse().ok();
+            continue;
+        }
+        let Some(info) = line.strip_prefix('/') else {
+            leaf = None;
+            continue;
+        };
+        let toks: Vec<&str> = info.split_whitespace().collect();
+        let (Some(a), [len, "host", "LOCAL", ..]) = (leaf, &toks[..]) else {
+            continue;
+        };
+        match parse_u64(len).and_then(|l| u32::try_from(l).ok()) {
+            Some(32) if !locals.contains(&a) && locals.len() < MAX_IFACES * MAX_ADDRS => {
+                locals.push(a)
+            }
+            Some(p @ 1..32) => {
+                let net = u32::from(a) & prefix_mask(p);
+                if !prefixes.contains(&(net, p)) && prefixes.len() < MAX_ADDRS {
+                    prefixes.push((net, p));
+                }
+            }
+            _ => {}
+        }
+    }
+    (locals, prefixes)
+}
+
 /// `ifconfig -a`: Linux net-tools (new and old/busybox) and BSD/macOS forms.
 fn ifconfig(body: &str) -> Vec<NetworkInterface> {
     let mut out: Vec<NetworkInterface> = Vec::new();
@@ -474,6 +693,80 @@ mod tests {
                 .contains(&a("inet6", "fe80::fc:ff:fe00:1", 64))
         );
         assert_eq!(find(&v, "ifb0").state, "down");
+    }
+
+    /// Addresses in a canonical order: ip lists them in the order they were
+    /// added, the kernel fallback in address order.
+    fn sorted(mut v: Vec<NetworkInterface>) -> Vec<NetworkInterface> {
+        for i in &mut v {
+            i.addresses
+                .sort_by(|a, b| (&a.family, &a.address).cmp(&(&b.family, &b.address)));
+        }
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    #[test]
+    fn debian12_real_kernel_fallback_matches_ip() {
+        let kernel = parse(include_str!(
+            "../../../tests/fixtures/debian12/network-kernel.txt"
+        ))
+        .expect("parses");
+        let ip = parse(include_str!(
+            "../../../tests/fixtures/debian12/network-kernel-ip-json.txt"
+        ))
+        .expect("parses");
+        assert_eq!(kernel.len(), 5);
+        assert_eq!(sorted(kernel), sorted(ip));
+    }
+
+    #[test]
+    fn kernel_fallback_edges() {
+        // Big-endian /proc/net/route; an address with no connected route
+        // (a /32) is left out; a reject route and a gateway route hold
+        // nothing; junk lines are skipped.
+        let text = "@@sys-net\n\
+            lo unknown 00:00:00:00:00:00 65536 0x9\n\
+            eth0 up 52:54:00:12:34:56 1500 0x1003\n\
+            br0 up - 1500 0x1003\n\
+            bad line\n\
+            @@if-inet6\n\
+            zz 01 80 10 80 lo\n\
+            fe800000000000005054fffffe123456 02 40 20 80 eth0\n\
+            @@route\n\
+            Iface Destination Gateway Flags RefCnt Use Metric Mask MTU Window IRTT\n\
+            eth0 0A000000 00000000 0001 0 0 0 FFFFFF00 0 0 0\n\
+            eth0 00000000 0A000001 0003 0 0 0 00000000 0 0 0\n\
+            * C6120000 00000000 0201 0 0 0 FFFE0000 0 0 0\n\
+            @@fib-trie\n\
+            Local:\n\
+              +-- 0.0.0.0/0 3 0 5\n\
+                 |-- 10.0.0.7\n\
+                    /32 host LOCAL\n\
+                 |-- 127.0.0.0\n\
+                    /8 host LOCAL\n\
+                 |-- 127.0.0.1\n\
+                    /32 host LOCAL\n\
+                 |-- 198.18.0.9\n\
+                    /32 host LOCAL\n\
+                 |-- 203.0.113.5\n\
+                    /32 host LOCAL\n\
+                 |-- 10.0.0.255\n\
+                    /32 link BROADCAST\n";
+        let v = parse(text).expect("parses");
+        assert_eq!(v.len(), 3);
+        assert_eq!(find(&v, "lo").addresses, [a("inet", "127.0.0.1", 8)]);
+        let eth0 = find(&v, "eth0");
+        assert_eq!(
+            eth0.addresses,
+            [
+                a("inet", "10.0.0.7", 24),
+                a("inet6", "fe80::5054:ffff:fe12:3456", 64)
+            ]
+        );
+        assert_eq!(eth0.mac, "52:54:00:12:34:56");
+        assert_eq!(find(&v, "br0").mac, "");
+        assert!(find(&v, "br0").addresses.is_empty());
     }
 
     #[test]
