@@ -148,6 +148,14 @@ pub struct ServeArgs {
     /// preface before it is closed.
     #[arg(long, env = "HOSTSCAN_HANDSHAKE_TIMEOUT", default_value_t = 5)]
     pub handshake_timeout: u64,
+    /// Seconds of silence from a client before the server sends it an
+    /// HTTP/2 PING (gRPC's keepalive time).
+    #[arg(long, env = "HOSTSCAN_HTTP2_KEEPALIVE_INTERVAL", default_value_t = 30)]
+    pub http2_keepalive_interval: u64,
+    /// Seconds the client has to answer that PING before its connection is
+    /// closed, with every call on it (gRPC's keepalive timeout).
+    #[arg(long, env = "HOSTSCAN_HTTP2_KEEPALIVE_TIMEOUT", default_value_t = 20)]
+    pub http2_keepalive_timeout: u64,
     /// Seconds to wait for the database at start-up (health reports
     /// NOT_SERVING meanwhile) before exiting with an error.
     #[arg(long, env = "HOSTSCAN_DATABASE_WAIT", default_value_t = 60)]
@@ -248,6 +256,10 @@ pub struct Config {
     /// `serve` lowers it to fit the open-file limit).
     pub net: crate::net::Settings,
     pub max_streams_per_connection: u32,
+    /// HTTP/2 keepalive: PING a client silent this long, and close its
+    /// connection when the PING is not answered within `http2_keepalive_timeout`.
+    pub http2_keepalive_interval: Duration,
+    pub http2_keepalive_timeout: Duration,
     pub database_wait: Duration,
     pub metrics_listen: Option<SocketAddr>,
 }
@@ -496,6 +508,18 @@ impl ServeArgs {
                 60,
             )?,
         };
+        let http2_keepalive_interval = secs(
+            "--http2-keepalive-interval/HOSTSCAN_HTTP2_KEEPALIVE_INTERVAL",
+            self.http2_keepalive_interval,
+            1,
+            7200,
+        )?;
+        let http2_keepalive_timeout = secs(
+            "--http2-keepalive-timeout/HOSTSCAN_HTTP2_KEEPALIVE_TIMEOUT",
+            self.http2_keepalive_timeout,
+            1,
+            600,
+        )?;
         let database_wait = secs(
             "--database-wait/HOSTSCAN_DATABASE_WAIT",
             self.database_wait,
@@ -609,6 +633,8 @@ impl ServeArgs {
             tls,
             net,
             max_streams_per_connection: self.max_streams_per_connection,
+            http2_keepalive_interval,
+            http2_keepalive_timeout,
             database_wait,
             metrics_listen: self.metrics_listen,
         })

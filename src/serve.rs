@@ -34,9 +34,6 @@ const HUB_CAPACITY: usize = 256;
 const SERVICE_NAME: &str = "hostscan.v1.ScanService";
 /// How often the database is pinged for the health status.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
-/// HTTP/2 keepalive: ping an idle connection this often, and close it if
-/// the ping is not answered within the second duration.
-const HTTP2_KEEPALIVE: (Duration, Duration) = (Duration::from_secs(30), Duration::from_secs(20));
 /// Largest header block a client may send (bytes).
 const MAX_HEADER_BYTES: u32 = 16 * 1024;
 /// Open files kept for everything but gRPC connections and the pool's and
@@ -389,8 +386,8 @@ fn grpc_server(
         .build_v1alpha()?
         .max_decoding_message_size(MAX_REQUEST_BYTES);
     let router = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(HTTP2_KEEPALIVE.0))
-        .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE.1))
+        .http2_keepalive_interval(Some(config.http2_keepalive_interval))
+        .http2_keepalive_timeout(Some(config.http2_keepalive_timeout))
         .max_concurrent_streams(config.max_streams_per_connection)
         .http2_max_header_list_size(MAX_HEADER_BYTES)
         .layer(GrpcMetricsLayer::new(&[

@@ -1,6 +1,7 @@
 //! Connection hygiene on the gRPC port against the real server: silent
-//! connections under a low open-file limit, `--max-connections`, and bounded
-//! requests.
+//! connections under a low open-file limit, `--max-connections`, bounded
+//! requests, the per-connection stream cap and HTTP/2 keepalive (a raw
+//! HTTP/2 client that reads the server's frames).
 
 use std::time::Duration;
 
@@ -225,5 +226,139 @@ async fn non_http2_clients_are_closed() {
         .await
         .expect("the server closes the connection");
     assert!(answer.is_empty(), "no HTTP/1 answer: {answer:?}");
+    served(&server).await.expect("still serving");
+}
+
+/// One HTTP/2 frame off a raw connection: (type, flags, payload); `None`
+/// when the connection closed.
+async fn read_frame(tcp: &mut tokio::net::TcpStream) -> Option<(u8, u8, Vec<u8>)> {
+    let mut head = [0u8; 9];
+    tcp.read_exact(&mut head).await.ok()?;
+    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    let mut payload = vec![0u8; len];
+    tcp.read_exact(&mut payload).await.ok()?;
+    Some((head[3], head[4], payload))
+}
+
+/// An HTTP/2 frame on stream 0.
+fn frame(kind: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len())
+        .expect("small frame")
+        .to_be_bytes();
+    let mut f = vec![len[1], len[2], len[3], kind, flags, 0, 0, 0, 0];
+    f.extend_from_slice(payload);
+    f
+}
+
+const SETTINGS: u8 = 0x4;
+const PING: u8 = 0x6;
+const GOAWAY: u8 = 0x7;
+const ACK: u8 = 0x1;
+/// SETTINGS_MAX_CONCURRENT_STREAMS.
+const MAX_CONCURRENT_STREAMS: u16 = 0x3;
+
+/// A raw HTTP/2 client past the preface: the server's SETTINGS (id → value)
+/// once it has acknowledged them.
+async fn http2_client(server: &Server) -> (tokio::net::TcpStream, Vec<(u16, u32)>) {
+    use tokio::io::AsyncWriteExt;
+    let mut tcp = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend(frame(SETTINGS, 0, &[]));
+    tcp.write_all(&hello).await.expect("preface");
+    let (kind, flags, payload) = read_frame(&mut tcp).await.expect("the server's SETTINGS");
+    assert_eq!(
+        (kind, flags),
+        (SETTINGS, 0),
+        "the server speaks first with SETTINGS"
+    );
+    let settings = payload
+        .chunks_exact(6)
+        .map(|c| {
+            (
+                u16::from_be_bytes([c[0], c[1]]),
+                u32::from_be_bytes([c[2], c[3], c[4], c[5]]),
+            )
+        })
+        .collect();
+    tcp.write_all(&frame(SETTINGS, ACK, &[]))
+        .await
+        .expect("settings ack");
+    (tcp, settings)
+}
+
+/// `--max-streams-per-connection` reaches the wire as the server's
+/// SETTINGS_MAX_CONCURRENT_STREAMS, and HTTP/2 keepalive works both ways: a
+/// client that answers the server's PINGs keeps its connection through
+/// several of them; one that does not is closed after
+/// `--http2-keepalive-timeout`.
+#[tokio::test]
+async fn http2_stream_cap_and_keepalive_pings() {
+    use tokio::io::AsyncWriteExt;
+    let db = TestDb::new().await;
+    let keys = Keys::generate();
+    let sshd = Sshd::start(&keys, Options::default()).await;
+    let server = Server::start(
+        &db.url,
+        &server_args(
+            &keys,
+            &sshd,
+            &[
+                "--max-streams-per-connection",
+                "7",
+                "--http2-keepalive-interval",
+                "1",
+                "--http2-keepalive-timeout",
+                "1",
+            ],
+        ),
+    )
+    .await;
+
+    let (mut answering, settings) = http2_client(&server).await;
+    assert!(
+        settings.contains(&(MAX_CONCURRENT_STREAMS, 7)),
+        "{settings:?}"
+    );
+    let (mut silent, _) = http2_client(&server).await;
+
+    // Three PINGs answered, and the connection is still open for a fourth.
+    let answered = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut pings = 0;
+        while pings < 4 {
+            let (kind, flags, payload) = read_frame(&mut answering)
+                .await
+                .expect("the answering client keeps its connection");
+            assert_ne!(kind, GOAWAY, "the answering client was sent away");
+            if kind == PING && flags & ACK == 0 {
+                pings += 1;
+                answering
+                    .write_all(&frame(PING, ACK, &payload))
+                    .await
+                    .expect("ping ack");
+            }
+        }
+        pings
+    })
+    .await
+    .expect("PINGs keep coming every second");
+    assert_eq!(answered, 4);
+
+    // The silent one: a PING, then GOAWAY or the end of the connection.
+    let ended = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut pinged = false;
+        loop {
+            match read_frame(&mut silent).await {
+                None => return ("closed", pinged),
+                Some((GOAWAY, _, _)) => return ("goaway", pinged),
+                Some((PING, flags, _)) if flags & ACK == 0 => pinged = true,
+                Some(_) => {}
+            }
+        }
+    })
+    .await
+    .expect("an unanswered PING ends the connection");
+    assert!(ended.1, "the server pinged before closing: {ended:?}");
     served(&server).await.expect("still serving");
 }
