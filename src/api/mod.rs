@@ -257,17 +257,20 @@ impl ScanService for ScanApi {
         request: Request<pb::ListHostsRequest>,
     ) -> Result<Response<pb::ListHostsResponse>, Status> {
         let r = request.into_inner();
+        let order = validate::host_order(&r.order_by)?;
         let query = HostQuery {
             hostname_prefix: validate::hostname_prefix(&r.hostname_prefix)?,
             os_id: validate::os_id(&r.os_id)?,
             limit: validate::page_size(r.page_size)?,
-            before_scan_id: validate::host_page_token(&r.page_token)?,
+            order,
+            after: validate::host_page_token(&r.page_token, order)?,
         };
         let page = self.store.list_hosts(query).await.map_err(status)?;
         Ok(Response::new(pb::ListHostsResponse {
             hosts: page.hosts.iter().map(pb::Host::from).collect(),
             next_page_token: page
-                .next_before_scan_id
+                .next
+                .as_ref()
                 .map(validate::encode_host_page_token)
                 .unwrap_or_default(),
             total_size: page.total,

@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 
 use crate::model::{ScanStatus, ScanType};
+use crate::store::{HostCursor, HostOrder};
 
 /// A field and what is wrong with it; becomes INVALID_ARGUMENT.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -361,17 +362,43 @@ pub fn os_id(value: &str) -> Result<Option<String>, Invalid> {
     }
 }
 
+/// ListHosts tokens: `h1:<scan id>` (newest activity first) and
+/// `h2:<port>:<hostname>` (by host name), base64url.
 const HOST_TOKEN_PREFIX: &str = "h1:";
+const HOST_NAME_TOKEN_PREFIX: &str = "h2:";
 
-/// Opaque ListHosts page token for "hosts whose newest scan is older than
-/// `scan_id`".
-pub fn encode_host_page_token(before_scan_id: i64) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(format!("{HOST_TOKEN_PREFIX}{before_scan_id}"))
+/// ListHosts' `order_by` (AIP-132): "" or "hostname" (also "hostname asc");
+/// case and spaces as AIP-132 allows.
+pub fn host_order(value: &str) -> Result<HostOrder, Invalid> {
+    let words: Vec<String> = value
+        .split_whitespace()
+        .map(str::to_ascii_lowercase)
+        .collect();
+    match words.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        [] => Ok(HostOrder::NewestActivity),
+        ["hostname"] | ["hostname", "asc"] => Ok(HostOrder::Hostname),
+        _ => Err(invalid(
+            "order_by",
+            format!(
+                "must be \"\" (newest activity first) or \"hostname\", got {}",
+                shown(value)
+            ),
+        )),
+    }
 }
 
-pub fn host_page_token(value: &str) -> Result<Option<i64>, Invalid> {
+/// Opaque ListHosts page token for `cursor`.
+pub fn encode_host_page_token(cursor: &HostCursor) -> String {
+    use base64::Engine as _;
+    let text = match cursor {
+        HostCursor::BeforeScan(id) => format!("{HOST_TOKEN_PREFIX}{id}"),
+        HostCursor::AfterHost(name, port) => format!("{HOST_NAME_TOKEN_PREFIX}{port}:{name}"),
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
+}
+
+/// A ListHosts page token of `order`; `None` for the first page.
+pub fn host_page_token(value: &str, order: HostOrder) -> Result<Option<HostCursor>, Invalid> {
     use base64::Engine as _;
     if value.is_empty() {
         return Ok(None);
@@ -385,14 +412,32 @@ pub fn host_page_token(value: &str) -> Result<Option<i64>, Invalid> {
             ),
         ));
     }
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
+    let cursor = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(value)
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| s.strip_prefix(HOST_TOKEN_PREFIX)?.parse::<i64>().ok())
-        .filter(|id| *id > 0)
-        .map(Some)
-        .ok_or_else(|| invalid("page_token", "is not a ListHosts token this server issued"))
+        .and_then(|s| {
+            if let Some(id) = s.strip_prefix(HOST_TOKEN_PREFIX) {
+                let id = id.parse::<i64>().ok().filter(|id| *id > 0)?;
+                return Some(HostCursor::BeforeScan(id));
+            }
+            let (port, name) = s.strip_prefix(HOST_NAME_TOKEN_PREFIX)?.split_once(':')?;
+            let port = port.parse::<u16>().ok()?;
+            hostname(name).ok()?;
+            Some(HostCursor::AfterHost(name.to_string(), port))
+        })
+        .ok_or_else(|| invalid("page_token", "is not a ListHosts token this server issued"))?;
+    let token_order = match cursor {
+        HostCursor::BeforeScan(_) => HostOrder::NewestActivity,
+        HostCursor::AfterHost(..) => HostOrder::Hostname,
+    };
+    if token_order != order {
+        return Err(invalid(
+            "page_token",
+            "was issued for another order_by: page with the order_by of the first page",
+        ));
+    }
+    Ok(Some(cursor))
 }
 
 /// DiffScans' `base_scan_id`: a scan id, or 0 for "the previous one" (`None`).
@@ -526,9 +571,26 @@ mod tests {
         for bad in ["Debian", "a'b", "x\0", &"a".repeat(65)] {
             assert_eq!(os_id(bad).expect_err(bad).field, "os_id");
         }
-        let token = encode_host_page_token(9);
-        assert_eq!(host_page_token(&token), Ok(Some(9)));
-        assert!(host_page_token(&encode_page_token(9)).is_err());
+        let token = encode_host_page_token(&HostCursor::BeforeScan(9));
+        assert_eq!(
+            host_page_token(&token, HostOrder::NewestActivity),
+            Ok(Some(HostCursor::BeforeScan(9)))
+        );
+        assert!(host_page_token(&encode_page_token(9), HostOrder::NewestActivity).is_err());
+        let by_name = HostCursor::AfterHost("web-1.example.org".into(), 2222);
+        let token = encode_host_page_token(&by_name);
+        assert_eq!(
+            host_page_token(&token, HostOrder::Hostname),
+            Ok(Some(by_name))
+        );
+        let other = host_page_token(&token, HostOrder::NewestActivity).expect_err("other order");
+        assert!(other.to_string().starts_with("page_token: "), "{other}");
+        assert_eq!(host_order(""), Ok(HostOrder::NewestActivity));
+        assert_eq!(host_order(" HostName  ASC "), Ok(HostOrder::Hostname));
+        for bad in ["hostname desc", "os_id", "hostname,port"] {
+            let e = host_order(bad).expect_err(bad);
+            assert!(e.to_string().starts_with("order_by: "), "{e}");
+        }
     }
 
     #[test]

@@ -542,9 +542,13 @@ pub enum ClientCommand {
         os: String,
         #[arg(long, default_value_t = 50)]
         page_size: i32,
-        /// Token from a previous page.
+        /// Token from a previous page (of the same --order-by).
         #[arg(long, default_value = "")]
         page_token: String,
+        /// "" (newest activity first) or "hostname" (by name, then port:
+        /// pages never shift while hosts are scanned).
+        #[arg(long, default_value = "")]
+        order_by: String,
     },
     /// What changed on a host between two completed scans. With one id,
     /// against the newest earlier completed scan of its host of the same or
@@ -772,6 +776,7 @@ pub async fn client(command: ClientCommand) -> anyhow::Result<Exit> {
             os,
             page_size,
             page_token,
+            order_by,
             ..
         } => {
             let page = client
@@ -780,6 +785,7 @@ pub async fn client(command: ClientCommand) -> anyhow::Result<Exit> {
                     os_id: os,
                     page_size,
                     page_token,
+                    order_by: order_by.clone(),
                 })
                 .await
                 .map_err(rpc_error)?
@@ -787,7 +793,7 @@ pub async fn client(command: ClientCommand) -> anyhow::Result<Exit> {
             if args.json {
                 println!("{}", pb::to_json(&page, "hostscan.v1.ListHostsResponse"));
             } else {
-                print!("{}", render::hosts(&page));
+                print!("{}", render::hosts(&page, &order_by));
             }
             Ok(0)
         }

@@ -295,8 +295,9 @@ pub fn results(r: &pb::ScanResults) -> String {
     out
 }
 
-/// ListHosts as a table, one host per row, then the paging line.
-pub fn hosts(page: &pb::ListHostsResponse) -> String {
+/// ListHosts as a table, one host per row, then the paging line (which
+/// repeats `order_by`: a token pages only in its own order).
+pub fn hosts(page: &pb::ListHostsResponse, order_by: &str) -> String {
     let mut table = comfy_table::Table::new();
     table
         .load_preset(comfy_table::presets::NOTHING)
@@ -340,8 +341,14 @@ pub fn hosts(page: &pb::ListHostsResponse) -> String {
         page.total_size
     );
     if !page.next_page_token.is_empty() {
+        // The server took `order_by`, so it is "hostname" in some spelling.
+        let order = if order_by.trim().is_empty() {
+            ""
+        } else {
+            " --order-by hostname"
+        };
         out.push_str(&format!(
-            "next page: --page-token {}\n",
+            "next page: --page-token {}{order}\n",
             page.next_page_token
         ));
     }

@@ -407,6 +407,27 @@ impl HostRecord {
     }
 }
 
+/// The order of a ListHosts answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum HostOrder {
+    /// Newest activity (newest scan of any status) first: a host scanned
+    /// again while a client pages moves to the first page.
+    #[default]
+    NewestActivity,
+    /// By host name, then port, ascending: pages never shift, for clients
+    /// that walk the whole inventory.
+    Hostname,
+}
+
+/// Where a ListHosts page starts: a keyset position in one `HostOrder`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostCursor {
+    /// `NewestActivity`: hosts whose newest scan id is smaller.
+    BeforeScan(i64),
+    /// `Hostname`: hosts after this (hostname, port).
+    AfterHost(String, u16),
+}
+
 /// ListHosts filters and page position.
 #[derive(Debug, Clone, Default)]
 pub struct HostQuery {
@@ -415,15 +436,17 @@ pub struct HostQuery {
     /// Only hosts whose newest completed scan found this OS id.
     pub os_id: Option<String>,
     pub limit: i64,
-    /// Keyset cursor: only hosts whose newest scan id is smaller.
-    pub before_scan_id: Option<i64>,
+    pub order: HostOrder,
+    /// Keyset cursor of `order` (the API refuses a token of another order).
+    pub after: Option<HostCursor>,
 }
 
-/// A page of hosts, newest activity first.
+/// A page of hosts in the order asked for.
 #[derive(Debug, Clone)]
 pub struct HostPage {
     pub hosts: Vec<Host>,
-    pub next_before_scan_id: Option<i64>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<HostCursor>,
     pub total: i64,
 }
 
@@ -785,24 +808,30 @@ impl Store {
 }
 
 impl Store {
-    /// Hosts ever scanned, newest activity (newest scan) first, with their
-    /// newest completed scan's summary. Filters combine with AND.
+    /// Hosts ever scanned, in `q.order`, with their newest completed
+    /// scan's summary. Filters combine with AND.
     pub async fn list_hosts(&self, q: HostQuery) -> Result<HostPage, StoreError> {
         let limit = q.limit.max(0);
+        let order = q.order;
         let (mut rows, total) = self.run(move |b| b.list_hosts(&q)).await?;
         let more = rows.len() as i64 > limit;
         rows.truncate(usize::try_from(limit).unwrap_or(0));
-        let next_before_scan_id = if more {
-            rows.last().map(|(h, _, _)| h.last_scan_id)
-        } else {
-            None
+        let next = match rows.last() {
+            Some((h, _, _)) if more => Some(match order {
+                HostOrder::NewestActivity => HostCursor::BeforeScan(h.last_scan_id),
+                HostOrder::Hostname => HostCursor::AfterHost(
+                    h.hostname.clone(),
+                    u16::try_from(h.port).unwrap_or(u16::MAX),
+                ),
+            }),
+            _ => None,
         };
         Ok(HostPage {
             hosts: rows
                 .into_iter()
                 .map(|(h, status, at)| h.into_model(&status, at))
                 .collect::<Result<_, _>>()?,
-            next_before_scan_id,
+            next,
             total,
         })
     }

@@ -22,8 +22,8 @@ use diesel::sqlite::SqliteConnection;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use super::{
-    Backend, Finish, HostListing, HostQuery, HostRecord, ListQuery, NewScan, PinRecord, PoolState,
-    ScanRecord, StoreError,
+    Backend, Finish, HostCursor, HostListing, HostOrder, HostQuery, HostRecord, ListQuery, NewScan,
+    PinRecord, PoolState, ScanRecord, StoreError,
 };
 use crate::model::{ScanErrorKind, ScanResults, ScanStatus};
 
@@ -752,11 +752,20 @@ impl Backend for Sqlite {
         };
         let total: i64 = filtered().count().get_result(conn)?;
         let mut page = filtered();
-        if let Some(before) = q.before_scan_id {
-            page = page.filter(hosts::last_scan_id.lt(before));
-        }
+        page = match &q.after {
+            Some(HostCursor::BeforeScan(id)) => page.filter(hosts::last_scan_id.lt(*id)),
+            Some(HostCursor::AfterHost(name, port)) => page.filter(
+                hosts::hostname.gt(name.clone()).or(hosts::hostname
+                    .eq(name.clone())
+                    .and(hosts::port.gt(i32::from(*port)))),
+            ),
+            None => page,
+        };
+        page = match q.order {
+            HostOrder::NewestActivity => page.order(hosts::last_scan_id.desc()),
+            HostOrder::Hostname => page.order((hosts::hostname.asc(), hosts::port.asc())),
+        };
         let rows: Vec<(HostRow, String, i64)> = page
-            .order(hosts::last_scan_id.desc())
             .limit(q.limit.max(0) + 1)
             .select((HostRow::as_select(), scans::status, scans::created_at))
             .load(conn)?;

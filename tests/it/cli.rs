@@ -181,6 +181,58 @@ async fn client_commands_drive_the_service() {
         text(&out.stderr)
     );
 
+    // A second host; by name, a page of one, and the paging line carries
+    // the order, since a token pages only in its own.
+    let out = hostscan(&["scan", "localhost", "--no-wait", "--server", &url]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = hostscan(&[
+        "hosts",
+        "--order-by",
+        "hostname",
+        "--page-size",
+        "1",
+        "--server",
+        &url,
+    ]);
+    let table = text(&out.stdout);
+    assert!(
+        table.contains("127.0.0.1:") && table.contains("1 of 2 hosts"),
+        "{table}"
+    );
+    let token = table
+        .lines()
+        .find_map(|l| l.strip_prefix("next page: --page-token "))
+        .and_then(|rest| rest.strip_suffix(" --order-by hostname"))
+        .unwrap_or_else(|| panic!("a paging line with the order: {table}"))
+        .to_string();
+    let out = hostscan(&["hosts", "--page-token", &token, "--server", &url]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("page_token: was issued for another order_by"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = hostscan(&[
+        "hosts",
+        "--order-by",
+        "hostname",
+        "--page-token",
+        &token,
+        "--json",
+        "--server",
+        &url,
+    ]);
+    let second = json(&out);
+    assert_eq!(second["hosts"][0]["hostname"], "localhost", "{second}");
+    assert!(second.get("nextPageToken").is_none(), "{second}");
+    let out = hostscan(&["hosts", "--order-by", "os_id", "--server", &url]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("order_by:"),
+        "{}",
+        text(&out.stderr)
+    );
+
     let out = hostscan(&["health", "--server", &url]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 

@@ -685,7 +685,7 @@ fn results_for(os_id: &str, packages: Option<u64>, step_errors: usize) -> ScanRe
 /// newest completed scan's summary, the newest scan's status when it is
 /// newer, filters and pages.
 async fn hosts_follow_their_scans(backend: Backend) {
-    use hostscan::store::HostQuery;
+    use hostscan::store::{HostCursor, HostOrder, HostQuery};
     let db = TestDb::new(backend).await;
     let store = db.store_as("w");
     let full = |host: &str, port: u16| NewScan {
@@ -737,7 +737,8 @@ async fn hosts_follow_their_scans(backend: Backend) {
             hostname_prefix: prefix.map(String::from),
             os_id: os.map(String::from),
             limit,
-            before_scan_id: before,
+            order: HostOrder::NewestActivity,
+            after: before.map(HostCursor::BeforeScan),
         };
     let page = store
         .list_hosts(query(None, None, 10, None))
@@ -823,12 +824,69 @@ async fn hosts_follow_their_scans(backend: Backend) {
             .await
             .expect("page");
         seen.extend(page.hosts.iter().map(|h| (h.hostname.clone(), h.port)));
-        match page.next_before_scan_id {
-            Some(id) => before = Some(id),
+        match page.next {
+            Some(HostCursor::BeforeScan(id)) => before = Some(id),
             None => break,
+            Some(other) => panic!("a cursor of another order: {other:?}"),
         }
     }
     assert_eq!(seen, order);
+
+    // By host name, pages of one: every host once, in name and port order,
+    // even though the host just listed is scanned again before each next
+    // page (newest-activity pages would show it again and skip one).
+    let by_name = |after: Option<HostCursor>| HostQuery {
+        limit: 1,
+        order: HostOrder::Hostname,
+        after,
+        ..Default::default()
+    };
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.list_hosts(by_name(after)).await.expect("page");
+        assert_eq!(page.total, 4);
+        for h in &page.hosts {
+            seen.push((h.hostname.clone(), h.port));
+            store
+                .create(NewScan {
+                    port: h.port,
+                    ..new_scan(&h.hostname)
+                })
+                .await
+                .expect("rescan");
+        }
+        match page.next {
+            Some(c @ HostCursor::AfterHost(..)) => after = Some(c),
+            None => break,
+            Some(other) => panic!("a cursor of another order: {other:?}"),
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            ("a.example", 22),
+            ("a.example", 2222),
+            ("b.example", 22),
+            ("c.example", 22)
+        ]
+        .map(|(h, p)| (h.to_string(), p))
+    );
+    let rhel_by_name = store
+        .list_hosts(HostQuery {
+            os_id: Some("rhel".into()),
+            ..by_name(None)
+        })
+        .await
+        .expect("filtered");
+    assert_eq!(
+        (
+            rhel_by_name.total,
+            rhel_by_name.hosts.len(),
+            rhel_by_name.next
+        ),
+        (1, 1, None)
+    );
 }
 
 /// Retention deletes old finished scans in batches and keeps each host's

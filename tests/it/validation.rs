@@ -395,15 +395,19 @@ fn call(sshd_port: u16, refused_port: u16, user: String) -> BoxedStrategy<Call> 
         prop_oneof![Just(String::new()), Just("debian".to_string()), text()],
         any::<i32>(),
         prop_oneof![Just(String::new()), text()],
+        prop_oneof![Just(String::new()), Just("hostname".to_string()), text()],
     )
-        .prop_map(|(hostname_prefix, os_id, page_size, page_token)| {
-            Call::Hosts(pb::ListHostsRequest {
-                hostname_prefix,
-                os_id,
-                page_size,
-                page_token,
-            })
-        });
+        .prop_map(
+            |(hostname_prefix, os_id, page_size, page_token, order_by)| {
+                Call::Hosts(pb::ListHostsRequest {
+                    hostname_prefix,
+                    os_id,
+                    page_size,
+                    page_token,
+                    order_by,
+                })
+            },
+        );
     let feed = (
         host,
         enum_value(),
@@ -464,6 +468,7 @@ const FIELDS: &[&str] = &[
     "resume_token",
     "base_scan_id",
     "used_percent_threshold",
+    "order_by",
 ];
 
 /// A rejected call is fine if it says which field, or that the scan does
