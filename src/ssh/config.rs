@@ -62,6 +62,7 @@ enum Keyword {
     CertificateFile,
     IdentitiesOnly,
     ProxyJump,
+    ProxyCommand,
     UserKnownHostsFile,
     StrictHostKeyChecking,
     ConnectTimeout,
@@ -77,6 +78,7 @@ impl Keyword {
             "certificatefile" => Self::CertificateFile,
             "identitiesonly" => Self::IdentitiesOnly,
             "proxyjump" => Self::ProxyJump,
+            "proxycommand" => Self::ProxyCommand,
             "userknownhostsfile" => Self::UserKnownHostsFile,
             "stricthostkeychecking" => Self::StrictHostKeyChecking,
             "connecttimeout" => Self::ConnectTimeout,
@@ -153,8 +155,13 @@ pub struct HostConfig {
     /// `CertificateFile`s in order, `~` and tokens expanded.
     pub certificate_files: Vec<PathBuf>,
     pub identities_only: Option<bool>,
-    /// `ProxyJump` as written (`none` included), checked for syntax.
+    /// `ProxyJump` as written (`none` included), checked for syntax. At
+    /// most one of `proxy_jump` and `proxy_command` is set: whichever the
+    /// file gives first wins, as in OpenSSH.
     pub proxy_jump: Option<String>,
+    /// `ProxyCommand` as written (the rest of its line; not `none`), its
+    /// tokens checked (`proxy::script` runs it).
+    pub proxy_command: Option<String>,
     /// The first `UserKnownHostsFile`, expanded (ssh writes to the first).
     pub user_known_hosts_file: Option<PathBuf>,
     /// `StrictHostKeyChecking`: `yes` and `ask` → strict, `accept-new` →
@@ -242,6 +249,7 @@ struct Raw {
     certificate_files: Vec<String>,
     identities_only: Option<bool>,
     proxy_jump: Option<String>,
+    proxy_command: Option<String>,
     user_known_hosts_file: Option<String>,
     strict: Option<HostKeyPolicy>,
     connect_timeout: Option<Duration>,
@@ -269,8 +277,16 @@ impl Raw {
                     self.identities_only = parse_yes_no(&first());
                 }
             }
+            // ProxyJump and ProxyCommand compete: the first of either wins.
             Keyword::ProxyJump => {
-                self.proxy_jump.get_or_insert_with(first);
+                if self.proxy_command.is_none() {
+                    self.proxy_jump.get_or_insert_with(first);
+                }
+            }
+            Keyword::ProxyCommand => {
+                if self.proxy_jump.is_none() {
+                    self.proxy_command.get_or_insert_with(first);
+                }
             }
             Keyword::UserKnownHostsFile => {
                 self.user_known_hosts_file.get_or_insert_with(first);
@@ -333,6 +349,9 @@ impl Raw {
             certificate_files,
             identities_only: self.identities_only,
             proxy_jump: self.proxy_jump,
+            proxy_command: self
+                .proxy_command
+                .filter(|c| !c.trim().eq_ignore_ascii_case("none")),
             user_known_hosts_file,
             strict_host_key_checking: self.strict,
             connect_timeout: self.connect_timeout,
@@ -561,6 +580,18 @@ fn parse(
                 }
                 items.push(Item::Include(files));
             }
+            // The rest of the line as written, quotes and all: it is a
+            // shell command.
+            "proxycommand" => {
+                let command = rest_of_line(line);
+                if command.is_empty() {
+                    return Err(fail("ProxyCommand: missing argument".into()));
+                }
+                let args = [command.to_string()];
+                check_value(Keyword::ProxyCommand, &args)
+                    .map_err(|m| fail(format!("ProxyCommand: {m}")))?;
+                items.push(Item::Set(Keyword::ProxyCommand, args.to_vec()));
+            }
             _ => {
                 if let Some(keyword) = Keyword::parse(&lower) {
                     check_value(keyword, args).map_err(|m| fail(format!("{keyword:?}: {m}")))?;
@@ -657,6 +688,7 @@ fn check_value(keyword: Keyword, args: &[String]) -> Result<(), String> {
             .map(|_| ())
             .ok_or_else(|| format!("expected yes or no, got {value:?}")),
         Keyword::ProxyJump => jump::parse_proxy_jump(value).map(|_| ()),
+        Keyword::ProxyCommand => super::proxy::script(value).map(|_| ()),
         Keyword::StrictHostKeyChecking => parse_strict(value)
             .map(|_| ())
             .ok_or_else(|| format!("expected yes, accept-new, no, off or ask, got {value:?}")),
@@ -686,6 +718,16 @@ fn check_tokens(value: &str, allowed: &str) -> Result<(), String> {
 /// Splits a line into words as ssh does: the keyword ends at whitespace or
 /// `=`; arguments are separated by whitespace; double or single quotes
 /// group; a word starting with `#` starts a comment.
+/// A line after its keyword and the `=` or spaces that follow it.
+fn rest_of_line(line: &str) -> &str {
+    let line = line.trim();
+    let key_end = line
+        .find(|c: char| c.is_whitespace() || c == '=')
+        .unwrap_or(line.len());
+    let rest = line[key_end..].trim_start();
+    rest.strip_prefix('=').unwrap_or(rest).trim()
+}
+
 fn split_line(line: &str) -> Result<Vec<String>, String> {
     let line = line.trim();
     if line.is_empty() || line.starts_with('#') {
@@ -815,6 +857,45 @@ mod tests {
     }
 
     #[test]
+    fn proxy_command_is_the_rest_of_its_line_and_competes_with_proxy_jump() {
+        let text = "\
+Host ssm-*
+    ProxyCommand sh -c \"aws ssm start-session --target %h --parameters 'portNumber=%p'\"
+    ProxyJump never-used
+Host legacy
+    ProxyCommand=ssh -W %h:%p bastion
+Host jumped
+    ProxyJump bastion
+    ProxyCommand never-used
+Host direct
+    ProxyCommand none
+Host *
+    ProxyCommand ssh -W %h:%p fallback
+";
+        let c = resolve(text, "ssm-i-0abc");
+        assert_eq!(
+            c.proxy_command.as_deref(),
+            Some("sh -c \"aws ssm start-session --target %h --parameters 'portNumber=%p'\"")
+        );
+        assert_eq!(c.proxy_jump, None);
+        assert_eq!(
+            resolve(text, "legacy").proxy_command.as_deref(),
+            Some("ssh -W %h:%p bastion")
+        );
+        let j = resolve(text, "jumped");
+        assert_eq!(
+            (j.proxy_jump.as_deref(), j.proxy_command),
+            (Some("bastion"), None)
+        );
+        let d = resolve(text, "direct");
+        assert_eq!((d.proxy_jump, d.proxy_command), (None, None));
+        assert_eq!(
+            resolve(text, "other").proxy_command.as_deref(),
+            Some("ssh -W %h:%p fallback")
+        );
+    }
+
+    #[test]
     fn first_value_wins_and_identity_files_accumulate() {
         let text = "\
 Host web-*
@@ -919,6 +1000,8 @@ Host x
             ("Host a\n  ProxyJump a@@b\n", "ProxyJump"),
             ("IdentitiesOnly maybe\n", "yes or no"),
             ("Match exec \"true\"\n", "not supported"),
+            ("Host a\n  ProxyCommand nc %C\n", "%C is not supported"),
+            ("Host a\n  ProxyCommand\n", "ProxyCommand: missing"),
             ("Match host\n", "pattern list"),
             ("IdentityFile ~/.ssh/%Z\n", "%Z"),
             ("User \"unterminated\n", "quote"),

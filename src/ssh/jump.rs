@@ -14,6 +14,7 @@ use std::sync::atomic::Ordering;
 use russh::client;
 use tokio::sync::mpsc;
 
+use super::proxy::Proxy;
 use super::{
     ConnectOptions, Handler, Progress, SshError, Target, addr_name, auth, client_config, handshake,
 };
@@ -158,14 +159,21 @@ pub(super) fn in_chain(e: SshError, index: usize, target: &Target, hops: &[Hop])
     }
 }
 
-/// Connects and logs in to every hop and then the target. Returns the
-/// target's handle and the hops' handles, nearest first. `progress` says
+/// A connected chain: the target's handle, the hops' handles (nearest
+/// first) and the ProxyCommand under the first link, if any.
+pub(super) type Chain = (
+    client::Handle<Handler>,
+    Vec<client::Handle<Handler>>,
+    Option<Proxy>,
+);
+
+/// Connects and logs in to every hop and then the target. `progress` says
 /// where the chain is, for a timeout message.
 pub(super) async fn connect_chain(
     target: &Target,
     opts: &ConnectOptions,
     progress: &Progress,
-) -> Result<(client::Handle<Handler>, Vec<client::Handle<Handler>>), SshError> {
+) -> Result<Chain, SshError> {
     let links: Vec<(&Target, &auth::Identities, &super::HostKeyVerifier)> = opts
         .jump
         .iter()
@@ -176,6 +184,7 @@ pub(super) async fn connect_chain(
     // Where each hop's handler reports refused channel opens (the server's
     // reason text): the next link's failure to get through.
     let mut refusals: Option<mpsc::UnboundedReceiver<String>> = None;
+    let mut proxy: Option<Proxy> = None;
     for (index, (link, identities, verifier)) in links.into_iter().enumerate() {
         progress.hop.store(index, Ordering::Relaxed);
         progress.phase.store(1, Ordering::Relaxed);
@@ -190,6 +199,22 @@ pub(super) async fn connect_chain(
         let config = client_config(verifier, &link.host, link.port).await;
         let attempt = async {
             let mut handle = match handles.last() {
+                None if opts.proxy_command.is_some() => {
+                    let command = opts
+                        .proxy_command
+                        .as_ref()
+                        .ok_or_else(|| SshError::Channel("the ProxyCommand went missing".into()))?;
+                    progress.phase.store(1, Ordering::Relaxed);
+                    let (started, stream) = Proxy::spawn(command, &addr)?;
+                    let running = proxy.insert(started);
+                    progress.phase.store(2, Ordering::Relaxed);
+                    match handshake(config, stream, handler, &addr).await {
+                        Ok(handle) => handle,
+                        // A command that ended says why better than the
+                        // handshake that lost its transport.
+                        Err(e) => return Err(running.failure(&addr).await.unwrap_or(e)),
+                    }
+                }
                 None => {
                     let stream = super::tcp(link, &addr, progress).await?;
                     progress.phase.store(2, Ordering::Relaxed);
@@ -238,7 +263,7 @@ pub(super) async fn connect_chain(
     let handle = handles
         .pop()
         .ok_or_else(|| SshError::Channel("empty chain".into()))?;
-    Ok((handle, handles))
+    Ok((handle, handles, proxy))
 }
 
 /// The first jump host's TCP connection, acknowledging every read at once.

@@ -15,6 +15,7 @@ pub mod config;
 pub mod hostkey;
 pub mod jump;
 pub mod known_hosts;
+pub mod proxy;
 pub mod route;
 
 use std::fmt;
@@ -177,6 +178,9 @@ pub struct ConnectOptions {
     /// Jump hosts, nearest first (ProxyJump order); empty to connect
     /// directly.
     pub jump: Vec<Hop>,
+    /// The first link (the first jump host, else the target) is reached
+    /// through this local command's stdin and stdout instead of TCP.
+    pub proxy_command: Option<proxy::ProxyCommand>,
 }
 
 impl ConnectOptions {
@@ -194,6 +198,7 @@ impl ConnectOptions {
             connect_timeout,
             max_channels,
             jump: Vec::new(),
+            proxy_command: None,
         }
     }
 }
@@ -309,6 +314,9 @@ pub struct Session {
     /// The jump hosts' connections, nearest first. They carry `handle`'s
     /// transport: kept as long as the session, closed after it.
     hops: Vec<client::Handle<Handler>>,
+    /// The ProxyCommand carrying the first link, killed when the session
+    /// is dropped.
+    _proxy: Option<proxy::Proxy>,
 }
 
 /// Where a connection attempt is, for a timeout message that says where it
@@ -345,7 +353,7 @@ impl Session {
         let progress = Progress::default();
         let deadline = Instant::now() + opts.connect_timeout;
         let attempt = jump::connect_chain(target, opts, &progress);
-        let (handle, hops) = match timeout_at(deadline, attempt).await {
+        let (handle, hops, proxy) = match timeout_at(deadline, attempt).await {
             Ok(result) => result?,
             Err(_) => {
                 let index = progress.hop.load(Ordering::Relaxed);
@@ -364,6 +372,7 @@ impl Session {
             addr: addr_name(&target.host, target.port),
             channels: Semaphore::new(opts.max_channels.clamp(1, 9)),
             hops,
+            _proxy: proxy,
         })
     }
 

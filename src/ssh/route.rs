@@ -17,6 +17,7 @@ use super::auth::{Agent, Identities, KeyError, Keyring, Loaded};
 use super::config::{HostConfig, Local, Query, SshConfig};
 use super::hostkey::{HostKeyPolicy, HostKeyVerifier, KnownHostsPins, PinStore};
 use super::jump::{self, Hop, JumpHost, MAX_HOPS};
+use super::proxy::{self, ProxyCommand};
 use super::{ConnectOptions, SshError, Target};
 
 /// Why a route could not be planned; nothing was dialled.
@@ -137,6 +138,16 @@ impl Router {
                 self.expand(list, &mut jump_hosts, 0)?;
             }
         }
+        // The first link's own ProxyCommand carries it, as in ssh: the
+        // first jump host's, else the target's (unless the request chose
+        // its own route).
+        let first_proxy = match jump_hosts.first() {
+            Some((h, c)) => c.proxy_command.clone().map(|pc| (pc, h.host.clone())),
+            None if dest.proxy_jump.is_none() => {
+                hc.proxy_command.clone().map(|pc| (pc, dest.host.clone()))
+            }
+            None => None,
+        };
         let mut hops = Vec::with_capacity(jump_hosts.len());
         for (h, hop_config) in jump_hosts {
             let target = Target {
@@ -161,6 +172,20 @@ impl Router {
             (false, Some(t)) => t,
             _ => self.connect_timeout,
         };
+        let proxy_command = match first_proxy {
+            None => None,
+            Some((command, original)) => {
+                let link = hops.first().map_or(&target, |h: &Hop| &h.target);
+                Some(ProxyCommand {
+                    script: proxy::script(&command)
+                        .map_err(|e| RouteError::Config(format!("ProxyCommand {e}")))?,
+                    host: link.host.clone(),
+                    port: link.port,
+                    user: link.user.clone(),
+                    original,
+                })
+            }
+        };
         Ok(Route {
             options: ConnectOptions {
                 identities: Arc::new(self.identities_for(&hc).await?),
@@ -169,6 +194,7 @@ impl Router {
                 connect_timeout,
                 max_channels: self.max_channels,
                 jump: hops,
+                proxy_command,
             },
             target,
         })

@@ -1033,3 +1033,114 @@ async fn host_certificates_via_cert_authority() {
     let scan = scan_port(&good, "strict");
     assert_failed(&scan, "SCAN_ERROR_KIND_HOST_KEY_MISMATCH", &["@revoked"]);
 }
+
+// ----------------------------------------------------------- ProxyCommand
+
+/// ProxyCommand from ssh_config: OpenSSH's own `ssh -W %h:%p bastion`
+/// carries the connection to a host only the bastion reaches, from `probe`
+/// and through the service; a command that fails says how (its exit status
+/// and stderr) as UNREACHABLE; the command is gone when its scan ends (the
+/// bastion has no SSH connection left).
+#[tokio::test]
+async fn proxy_command_carries_the_connection() {
+    let chain = Chain::start().await;
+    let home = temp_dir("hostscan-home-");
+    let kh = home.path().join("known_hosts");
+    let bastion_kh = home.path().join("known_hosts_of_ssh");
+    let key = chain.keys.client.display().to_string();
+    let config = home.path().join("ssh_config");
+    std::fs::write(
+        &config,
+        format!(
+            "Host inner-pc\n    HostName {inner}\n    \
+             ProxyCommand ssh -F none -i {key} -o IdentitiesOnly=yes -o BatchMode=yes \
+             -o UserKnownHostsFile={bkh} -o StrictHostKeyChecking=accept-new \
+             -p {bport} -l {user} -W %h:%p {bastion}\n\
+             Host broken-pc\n    HostName {inner}\n    \
+             ProxyCommand sh -c 'echo no route to the moon >&2; exit 3'\n\
+             Host *\n    User {user}\n    IdentityFile {key}\n    \
+             UserKnownHostsFile {kh}\n    StrictHostKeyChecking accept-new\n",
+            inner = chain.inner.host,
+            bkh = bastion_kh.display(),
+            bport = chain.bastion.port,
+            user = chain.bastion.user,
+            bastion = chain.bastion.host,
+            kh = kh.display(),
+        ),
+    )
+    .expect("ssh_config");
+    need_ssh_client();
+
+    for full in [false, true] {
+        let mut args = vec!["-F", path_str(&config), "inner-pc"];
+        if full {
+            args.push("--full");
+        }
+        let scan = scan_of(&probe(home.path(), &args, &[]));
+        assert_completed_on(&scan, "inner");
+        assert!(scan.get("proxyJump").is_none(), "{scan:#}");
+    }
+    // hostscan checked and pinned the inner host's own key; ssh, the bastion's.
+    assert!(
+        std::fs::read_to_string(&kh)
+            .expect("pins")
+            .contains(&chain.inner.host)
+    );
+    assert!(
+        std::fs::read_to_string(&bastion_kh)
+            .expect("ssh's pins")
+            .contains(&chain.bastion.host)
+    );
+
+    let scan = scan_of(&probe(
+        home.path(),
+        &["-F", path_str(&config), "broken-pc"],
+        &[],
+    ));
+    assert_failed(
+        &scan,
+        "SCAN_ERROR_KIND_UNREACHABLE",
+        &["the ProxyCommand exited with status 3: no route to the moon"],
+    );
+
+    // The service: the client names only the alias.
+    let db = TestDb::new().await;
+    let server = Server::start_env(
+        &db.url,
+        &[
+            "--ssh-config".into(),
+            path_str(&config).into(),
+            "--workers".into(),
+            "2".into(),
+        ],
+        &[("HOME", path_str(home.path()))],
+    )
+    .await;
+    let mut client = server.client().await;
+    for _ in 0..2 {
+        let scan = scan_to_end(&mut client, request("inner-pc", "")).await;
+        assert_eq!(scan.status, pb::ScanStatus::Completed as i32, "{scan:?}");
+        assert_eq!(
+            scan.results.as_ref().map(|r| r.hostname.as_str()),
+            Some("inner")
+        );
+    }
+    let ns = chain.bastion_ns.clone();
+    eventually(
+        "the ProxyCommands to end with their scans",
+        Duration::from_secs(10),
+        || {
+            let ns = ns.clone();
+            async move { (Lab::ssh_connections(&ns) == 0).then_some(()) }
+        },
+    )
+    .await;
+}
+
+/// Fails the test, naming the package, when OpenSSH's client is missing.
+fn need_ssh_client() {
+    assert!(
+        Command::new("ssh").arg("-V").output().is_ok(),
+        "`ssh` not found: install openssh-client (scripts/setup-debian)"
+    );
+}
