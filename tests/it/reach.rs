@@ -111,6 +111,22 @@ fn request(hostname: &str, proxy_jump: &str) -> pb::StartScanRequest {
     }
 }
 
+/// `hostscan serve` with `config` as its ssh_config (`--ssh-config`), two
+/// workers and `HOME` in `home`.
+async fn serve_with_config(db: &TestDb, config: &Path, home: &Path) -> Server {
+    Server::start_env(
+        &db.url,
+        &[
+            "--ssh-config".into(),
+            path_str(config).into(),
+            "--workers".into(),
+            "2".into(),
+        ],
+        &[("HOME", path_str(home))],
+    )
+    .await
+}
+
 /// `hostscan serve ARGS` that must fail at start-up: its stderr.
 fn serve_fails(args: &[&str], home: &Path) -> String {
     let out = Command::new(BINARY)
@@ -356,17 +372,7 @@ async fn jump_hosts_through_the_service() {
     let db = TestDb::new().await;
     let dir = temp_dir("hostscan-serve-");
     let config = chain.ssh_config(dir.path(), None);
-    let server = Server::start_env(
-        &db.url,
-        &[
-            "--ssh-config".into(),
-            path_str(&config).into(),
-            "--workers".into(),
-            "2".into(),
-        ],
-        &[("HOME", path_str(dir.path()))],
-    )
-    .await;
+    let server = serve_with_config(&db, &config, dir.path()).await;
     let mut client = server.client().await;
 
     // A request's proxy_jump, to an address.
@@ -1105,17 +1111,7 @@ async fn proxy_command_carries_the_connection() {
 
     // The service: the client names only the alias.
     let db = TestDb::new().await;
-    let server = Server::start_env(
-        &db.url,
-        &[
-            "--ssh-config".into(),
-            path_str(&config).into(),
-            "--workers".into(),
-            "2".into(),
-        ],
-        &[("HOME", path_str(home.path()))],
-    )
-    .await;
+    let server = serve_with_config(&db, &config, home.path()).await;
     let mut client = server.client().await;
     for _ in 0..2 {
         let scan = scan_to_end(&mut client, request("inner-pc", "")).await;
