@@ -229,12 +229,10 @@ impl DatabaseArgs {
 pub struct Config {
     pub listen: SocketAddr,
     pub database: Database,
-    /// `--ssh-key` files, loaded into `keyring` at start-up.
-    pub ssh_keys: Vec<PathBuf>,
-    /// Decrypted keys, by file.
-    pub keyring: Arc<Keyring>,
-    pub ssh_config: Option<Arc<SshConfig>>,
-    pub agent: Option<Agent>,
+    /// The SSH identities and ssh_config as loaded at start-up.
+    pub ssh: SshSetup,
+    /// Where they came from, to load them again on SIGHUP.
+    pub ssh_source: SshSource,
     pub ssh_user: String,
     pub ssh_port: u16,
     pub known_hosts: Option<PathBuf>,
@@ -269,10 +267,13 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("listen", &self.listen)
             .field("database", &self.database.display())
-            .field("ssh_keys", &self.ssh_keys)
-            .field("keyring", &self.keyring)
-            .field("ssh_config", &self.ssh_config.as_ref().map(|c| &c.sources))
-            .field("agent", &self.agent)
+            .field("ssh_keys", &self.ssh.ssh_keys)
+            .field("keyring", &self.ssh.keyring)
+            .field(
+                "ssh_config",
+                &self.ssh.ssh_config.as_ref().map(|c| &c.sources),
+            )
+            .field("agent", &self.ssh.agent)
             .field("ssh_user", &self.ssh_user)
             .field("ssh_port", &self.ssh_port)
             .field("known_hosts", &self.known_hosts)
@@ -347,18 +348,37 @@ const SSH_CONFIG: &str = "--ssh-config/HOSTSCAN_SSH_CONFIG";
 const SSH_AUTH_SOCK: &str = "--ssh-auth-sock/HOSTSCAN_SSH_AUTH_SOCK";
 const SSH_KEY_PASSPHRASE_FILE: &str = "--ssh-key-passphrase-file/HOSTSCAN_SSH_KEY_PASSPHRASE_FILE";
 
+/// The settings the service's SSH identities come from (`--ssh-key`,
+/// `--ssh-config`, `--ssh-auth-sock`, `--ssh-key-passphrase-file`), kept
+/// to load them again on SIGHUP.
+#[derive(Debug, Clone, Default)]
+pub struct SshSource {
+    /// As given; empty means `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa`
+    /// (those that exist when loaded).
+    pub ssh_keys: Vec<PathBuf>,
+    pub ssh_config: Option<PathBuf>,
+    pub ssh_auth_sock: Option<PathBuf>,
+    pub ssh_key_passphrase_file: Option<PathBuf>,
+}
+
 /// The service's SSH identities: agent, passphrase, configuration, and
-/// every key file it names, loaded and decrypted now, so that start-up
-/// fails (naming the setting) rather than a scan later.
-struct SshSetup {
-    ssh_keys: Vec<PathBuf>,
-    keyring: Arc<Keyring>,
-    ssh_config: Option<Arc<SshConfig>>,
-    agent: Option<Agent>,
+/// every key file it names, loaded and decrypted at once, so that start-up
+/// (or a SIGHUP reload) fails naming the setting rather than a scan later.
+#[derive(Debug, Clone)]
+pub struct SshSetup {
+    /// Key files offered to every host: `--ssh-key`, else the default
+    /// `~/.ssh/id_*` that existed when loaded.
+    pub ssh_keys: Vec<PathBuf>,
+    /// Decrypted keys, by file.
+    pub keyring: Arc<Keyring>,
+    pub ssh_config: Option<Arc<SshConfig>>,
+    pub agent: Option<Agent>,
 }
 
 impl SshSetup {
-    fn load(args: &ServeArgs) -> Result<Self, ConfigError> {
+    /// Reads and decrypts everything `args` names. Blocking (files, the
+    /// agent): call it off the async threads.
+    pub fn load(args: &SshSource) -> Result<Self, ConfigError> {
         let agent = args.ssh_auth_sock.as_ref().map(Agent::new);
         let agent_keys = match &agent {
             Some(a) => a
@@ -397,7 +417,7 @@ impl SshSetup {
             tracing::warn!(
                 "no SSH key: no --ssh-key (HOSTSCAN_SSH_KEY) given and none of ~/.ssh/id_ed25519, \
                  id_ecdsa, id_rsa exists, and no --ssh-auth-sock or --ssh-config; scans will fail \
-                 with AUTH_FAILED until the server is restarted with one"
+                 with AUTH_FAILED until one exists and the server gets a SIGHUP (or restarts)"
             );
         }
         for path in &ssh_keys {
@@ -423,13 +443,21 @@ impl SshSetup {
     }
 }
 
+/// The SSH setup in force, swapped whole by a SIGHUP reload; a scan takes
+/// the one current when it starts and keeps it to its end.
+pub type SharedSsh = Arc<arc_swap::ArcSwap<SshSetup>>;
+
 impl Config {
-    /// Users and ports the `--ssh-config` file gives per host, for
-    /// StartScan requests that name none.
-    pub fn per_host_defaults(&self) -> Option<Arc<crate::api::PerHost>> {
-        let config = self.ssh_config.clone()?;
+    /// Users and ports the `--ssh-config` file in force gives per host, for
+    /// StartScan requests that name none; `None` without `--ssh-config`.
+    pub fn per_host_defaults(&self, ssh: &SharedSsh) -> Option<Arc<crate::api::PerHost>> {
+        self.ssh_source.ssh_config.as_ref()?;
+        let ssh = Arc::clone(ssh);
         let local = Local::from_env();
         Some(Arc::new(move |host: &str| {
+            let Some(config) = ssh.load().ssh_config.clone() else {
+                return (None, None);
+            };
             let c = config.resolve(
                 &Query {
                     host,
@@ -547,7 +575,13 @@ impl ServeArgs {
                 "must be 2-1000",
             ));
         }
-        let ssh = SshSetup::load(&self)?;
+        let ssh_source = SshSource {
+            ssh_keys: self.ssh_keys.clone(),
+            ssh_config: self.ssh_config.clone(),
+            ssh_auth_sock: self.ssh_auth_sock.clone(),
+            ssh_key_passphrase_file: self.ssh_key_passphrase_file.clone(),
+        };
+        let ssh = SshSetup::load(&ssh_source)?;
         let ssh_user = self.ssh_user.unwrap_or_else(local_user);
         if crate::api::validate_username(&ssh_user).is_err() {
             return Err(err(
@@ -593,10 +627,8 @@ impl ServeArgs {
         Ok(Config {
             listen: self.listen,
             database,
-            ssh_keys: ssh.ssh_keys,
-            keyring: ssh.keyring,
-            ssh_config: ssh.ssh_config,
-            agent: ssh.agent,
+            ssh,
+            ssh_source,
             ssh_user,
             ssh_port: self.ssh_port,
             known_hosts: self.known_hosts,

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::{Defaults, Deferred, MAX_REQUEST_BYTES, ScanApi};
-use crate::config::Config;
+use crate::config::{Config, SharedSsh, SshSetup, SshSource};
 use crate::events::Hub;
 use crate::metrics::GrpcMetricsLayer;
 use crate::model::ScanEvent;
@@ -130,7 +130,7 @@ fn lock_embedded(database: &Database) -> anyhow::Result<Option<ServerLock>> {
 /// (`--database-wait`, or exit with the reason) → migrations, workers,
 /// watchers → the ScanService goes live → health SERVING.
 pub async fn run(
-    config: Config,
+    mut config: Config,
     shutdown: impl Future<Output = ()> + Send,
     bound: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
 ) -> anyhow::Result<()> {
@@ -140,7 +140,9 @@ pub async fn run(
     // the gRPC port's accept loop, `server_stop`).
     let background = TaskTracker::new();
     let background_stop = CancellationToken::new();
-    let max_connections = fit_connections(&config);
+    // As asked, lowered to fit the open-file limit.
+    config.net.max_connections = fit_connections(&config);
+    let max_connections = config.net.max_connections;
     if let Some(addr) = config.metrics_listen {
         let exporter = crate::metrics::install(addr)
             .map_err(|e| anyhow::anyhow!("--metrics-listen {addr}: {e}"))?;
@@ -167,12 +169,18 @@ pub async fn run(
     set_health(&health, tonic_health::ServingStatus::NotServing).await;
     let scan_service = Deferred::default();
     let server_stop = CancellationToken::new();
+    // The SSH setup in force: a SIGHUP loads it again and swaps it.
+    let ssh: SharedSsh = Arc::new(arc_swap::ArcSwap::from_pointee(config.ssh.clone()));
     let server = grpc_server(
         &config,
-        max_connections,
         listener,
         health_service,
         scan_service.clone(),
+        Reload {
+            tls: None,
+            ssh_source: config.ssh_source.clone(),
+            ssh: ssh.clone(),
+        },
         &background,
         server_stop.clone(),
     )?;
@@ -223,10 +231,7 @@ pub async fn run(
         hub.clone(),
         Settings {
             workers: config.workers,
-            ssh_keys: config.ssh_keys.clone(),
-            keyring: config.keyring.clone(),
-            ssh_config: config.ssh_config.clone(),
-            agent: config.agent.clone(),
+            ssh: ssh.clone(),
             known_hosts: config.known_hosts.clone(),
             host_key_policy: config.host_key_policy,
             connect_timeout: config.connect_timeout,
@@ -270,7 +275,7 @@ pub async fn run(
         Defaults {
             port: config.ssh_port,
             username: config.ssh_user.clone(),
-            per_host: config.per_host_defaults(),
+            per_host: config.per_host_defaults(&ssh),
         },
         config.watch_heartbeat,
         streams_stop.clone(),
@@ -361,17 +366,18 @@ fn fit_connections(config: &Config) -> usize {
 
 /// The gRPC server on `listener`, as a future to spawn: health, reflection
 /// and the (deferred) ScanService behind per-call metrics, fed by the
-/// accept loop of `net` (TLS if configured, reloaded on SIGHUP). The accept
+/// accept loop of `net` (TLS if configured; a SIGHUP reloads it and the SSH
+/// setup in `reload`). The accept
 /// loop and the SIGHUP handler run on `tasks` until `stop`, which also
 /// stops the server.
 fn grpc_server(
     config: &Config,
-    max_connections: usize,
     listener: TcpListener,
     health_service: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,
     >,
     scan_service: Deferred<crate::api::ScanServiceServer>,
+    mut reload: Reload,
     tasks: &TaskTracker,
     stop: CancellationToken,
 ) -> anyhow::Result<ServerFuture> {
@@ -400,15 +406,13 @@ fn grpc_server(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(scan_service);
-    let settings = net::Settings {
-        max_connections,
-        ..config.net
-    };
+    let settings = config.net;
     let tls = config.tls.clone().map(Tls::new).transpose()?;
     // Registered now, so a SIGHUP that comes right after start-up is
     // handled rather than killing the process.
     let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    tasks.spawn(reload_on_sighup(hangup, tls.clone(), stop.clone()));
+    reload.tls = tls.clone();
+    tasks.spawn(reload_on_sighup(hangup, reload, stop.clone()));
     let serving = stop.clone().cancelled_owned();
     Ok(match tls {
         None => {
@@ -426,11 +430,24 @@ fn grpc_server(
 type ServerFuture =
     std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
 
-/// Re-reads the TLS files on each SIGHUP until `stop`; without TLS, a
-/// SIGHUP is logged and ignored (it never stops the server).
+/// What a SIGHUP reloads.
+struct Reload {
+    /// The TLS files, when TLS is on.
+    tls: Option<Tls>,
+    /// Key files, `--ssh-config`, the agent and the passphrase file, loaded
+    /// again into `ssh`.
+    ssh_source: SshSource,
+    ssh: SharedSsh,
+}
+
+/// On each SIGHUP until `stop`: re-reads the TLS files (when TLS is on)
+/// and the SSH setup (key files, `--ssh-config`, the agent's keys). What
+/// fails to load is logged and counted, and the previous one stays in
+/// force; a SIGHUP never stops the server. Scans already running keep the
+/// setup they started with.
 async fn reload_on_sighup(
     mut hangup: tokio::signal::unix::Signal,
-    tls: Option<Tls>,
+    reload: Reload,
     stop: CancellationToken,
 ) {
     loop {
@@ -440,10 +457,31 @@ async fn reload_on_sighup(
                 if received.is_none() {
                     return;
                 }
-                match &tls {
+                if let Some(tls) = &reload.tls {
                     // Logs and counts the outcome itself.
-                    Some(tls) => { tls.reload().ok(); }
-                    None => tracing::info!("SIGHUP: nothing to reload (TLS is off)"),
+                    tls.reload().ok();
+                }
+                let source = reload.ssh_source.clone();
+                let loaded = tokio::task::spawn_blocking(move || SshSetup::load(&source)).await;
+                match loaded {
+                    Ok(Ok(setup)) => {
+                        crate::metrics::ssh_reloaded(true);
+                        tracing::info!(
+                            keys = setup.ssh_keys.len(),
+                            ssh_config = ?reload.ssh_source.ssh_config,
+                            agent = setup.agent.is_some(),
+                            "reloaded the SSH keys and configuration"
+                        );
+                        reload.ssh.store(Arc::new(setup));
+                    }
+                    Ok(Err(e)) => {
+                        crate::metrics::ssh_reloaded(false);
+                        tracing::error!(error = %e, "SSH reload failed; keeping the previous keys and configuration");
+                    }
+                    Err(e) => {
+                        crate::metrics::ssh_reloaded(false);
+                        tracing::error!(error = %e, "SSH reload failed; keeping the previous keys and configuration");
+                    }
                 }
             }
         }

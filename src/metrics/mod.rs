@@ -46,6 +46,7 @@ const CONNECTIONS_OPEN: &str = "hostscan_grpc_connections";
 const CONNECTIONS_ACCEPTED: &str = "hostscan_grpc_connections_accepted_total";
 const CONNECTIONS_REJECTED: &str = "hostscan_grpc_connections_rejected_total";
 const TLS_RELOADS: &str = "hostscan_tls_reloads_total";
+const SSH_RELOADS: &str = "hostscan_ssh_reloads_total";
 const BUILD_INFO: &str = "hostscan_build_info";
 
 /// Every metric with its help text, in the order README.md lists them.
@@ -131,6 +132,10 @@ const DESCRIPTIONS: &[(&str, &str)] = &[
     (
         TLS_RELOADS,
         "TLS certificate reloads on SIGHUP, by result (success, failure).",
+    ),
+    (
+        SSH_RELOADS,
+        "SSH key and ssh_config reloads on SIGHUP, by result (success, failure).",
     ),
     (BUILD_INFO, "Always 1, labelled with the hostscan version."),
 ];
@@ -332,6 +337,11 @@ pub fn connection_opened() -> GaugeGuard {
 /// A SIGHUP reload of the TLS files succeeded or failed.
 pub fn tls_reloaded(ok: bool) {
     counter!(TLS_RELOADS, "result" => if ok { "success" } else { "failure" }).increment(1);
+}
+
+/// A SIGHUP reload of the SSH keys and ssh_config succeeded or failed.
+pub fn ssh_reloaded(ok: bool) {
+    counter!(SSH_RELOADS, "result" => if ok { "success" } else { "failure" }).increment(1);
 }
 
 #[cfg(test)]

@@ -18,13 +18,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::config::SharedSsh;
 use crate::events::Hub;
 use crate::model::{Scan, ScanErrorKind, ScanEvent, ScanStatus};
 use crate::scan::{self, Limits, Progress, StepState};
-use crate::ssh::auth::Keyring;
-use crate::ssh::config::{Local, SshConfig};
+use crate::ssh::config::Local;
+use crate::ssh::hostkey::PinStore;
 use crate::ssh::route::{Destination, PolicyRule, Router};
-use crate::ssh::{Agent, HostKeyPolicy, HostKeyVerifier};
+use crate::ssh::{HostKeyPolicy, HostKeyVerifier};
 use crate::store::{Lease, Store};
 
 pub use pins::DatabasePins;
@@ -33,15 +34,9 @@ pub use pins::DatabasePins;
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub workers: usize,
-    /// Key files offered to every host (`--ssh-key`), loaded at start-up
-    /// into `keyring`.
-    pub ssh_keys: Vec<std::path::PathBuf>,
-    /// Decrypts each key file once (`--ssh-key-passphrase-file`).
-    pub keyring: Arc<Keyring>,
-    /// `--ssh-config`: aliases, users, ports, jump hosts, keys per host.
-    pub ssh_config: Option<Arc<SshConfig>>,
-    /// `--ssh-auth-sock`.
-    pub agent: Option<Agent>,
+    /// Key files, keyring, `--ssh-config` and agent in force; a SIGHUP
+    /// swaps them, and each scan routes with the set current when it starts.
+    pub ssh: SharedSsh,
     pub known_hosts: Option<std::path::PathBuf>,
     pub host_key_policy: HostKeyPolicy,
     pub connect_timeout: Duration,
@@ -54,6 +49,34 @@ pub struct Settings {
     pub idle_poll: Duration,
 }
 
+impl Inner {
+    /// Plans routes with the SSH setup in force now (ssh_config, jump
+    /// hosts, keys, host keys).
+    fn router(&self) -> Router {
+        let ssh = self.settings.ssh.load();
+        Router {
+            config: ssh.ssh_config.clone(),
+            local: Local::from_env(),
+            keyring: ssh.keyring.clone(),
+            identities: ssh.ssh_keys.clone(),
+            default_identities: Vec::new(),
+            agent: ssh.agent.clone(),
+            verifier: HostKeyVerifier {
+                policy: self.settings.host_key_policy,
+                known_hosts: self.settings.known_hosts.clone(),
+                pins: Some(Arc::clone(&self.pins)),
+            },
+            policy_rule: PolicyRule::Stricter,
+            known_hosts_explicit: false,
+            pins_follow_known_hosts: false,
+            connect_timeout: self.settings.connect_timeout,
+            connect_timeout_explicit: false,
+            max_channels: self.settings.max_channels,
+            default_port: 22,
+        }
+    }
+}
+
 /// Handle to the running pool. Cheap to clone.
 #[derive(Clone)]
 pub struct Workers {
@@ -64,8 +87,8 @@ struct Inner {
     store: Store,
     hub: Arc<Hub>,
     settings: Settings,
-    /// Plans each scan's route (ssh_config, jump hosts, keys, host keys).
-    router: Router,
+    /// Where TOFU pins live (the database).
+    pins: Arc<dyn PinStore>,
     /// Wakes an idle worker: notified by StartScan and by other replicas.
     wake: Notify,
     /// Cancelled to stop claiming (drain).
@@ -82,30 +105,11 @@ struct Inner {
 impl Workers {
     /// Starts `settings.workers` workers and the lease-recovery loop.
     pub fn start(store: Store, hub: Arc<Hub>, settings: Settings) -> Self {
-        let router = Router {
-            config: settings.ssh_config.clone(),
-            local: Local::from_env(),
-            keyring: settings.keyring.clone(),
-            identities: settings.ssh_keys.clone(),
-            default_identities: Vec::new(),
-            agent: settings.agent.clone(),
-            verifier: HostKeyVerifier {
-                policy: settings.host_key_policy,
-                known_hosts: settings.known_hosts.clone(),
-                pins: Some(Arc::new(DatabasePins::new(store.clone()))),
-            },
-            policy_rule: PolicyRule::Stricter,
-            known_hosts_explicit: false,
-            pins_follow_known_hosts: false,
-            connect_timeout: settings.connect_timeout,
-            connect_timeout_explicit: false,
-            max_channels: settings.max_channels,
-            default_port: 22,
-        };
+        let pins: Arc<dyn PinStore> = Arc::new(DatabasePins::new(store.clone()));
         let inner = Arc::new(Inner {
             store,
             hub,
-            router,
+            pins,
             wake: Notify::new(),
             stop_claiming: CancellationToken::new(),
             abort: CancellationToken::new(),
@@ -310,7 +314,7 @@ async fn drive(inner: &Inner, scan: &Scan, user_cancel: &CancellationToken) -> O
     let (tx, mut rx) = mpsc::unbounded_channel::<Progress>();
     let engine_stop = CancellationToken::new();
     let engine = async {
-        match inner.router.route(&destination).await {
+        match inner.router().route(&destination).await {
             Ok(route) => {
                 scan::run(
                     &route.target,

@@ -1069,6 +1069,120 @@ async fn serves_without_a_key_and_scans_say_why_they_fail() {
         "{}",
         error.message
     );
+
+    // A key appears where ssh keeps it; a SIGHUP makes the server use it.
+    let ssh_dir = home.path().join(".ssh");
+    std::fs::create_dir_all(&ssh_dir).expect("~/.ssh");
+    std::fs::copy(&keys.client, ssh_dir.join("id_ed25519")).expect("key");
+    server.signal("HUP");
+    eventually("the SSH reload", Duration::from_secs(20), || {
+        let logs = server.logs();
+        async move {
+            logs.contains("reloaded the SSH keys and configuration")
+                .then_some(())
+        }
+    })
+    .await;
+    let scan = client
+        .start_scan(pb::StartScanRequest {
+            hostname: "127.0.0.1".into(),
+            scan_type: pb::ScanType::Quick as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("start")
+        .into_inner();
+    let last = collect(&mut client, scan.id, 0)
+        .await
+        .pop()
+        .and_then(|e| e.into_fields().scan)
+        .expect("final");
+    assert_eq!(last.status, pb::ScanStatus::Completed as i32, "{last:?}");
+}
+
+/// SIGHUP reads `--ssh-config` again: an alias fixed in the file works
+/// for the next scan; a file broken afterwards is refused with a logged
+/// reason, and the previous one stays in force.
+#[tokio::test]
+async fn sighup_reloads_the_ssh_config_and_keeps_it_when_broken() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let keys = Keys::generate();
+    let sshd = Sshd::start(&keys, Options::default()).await;
+    let dir = crate::support::temp_dir("hostscan-config-");
+    let config = dir.path().join("ssh_config");
+    let write = |port: u16| {
+        std::fs::write(
+            &config,
+            format!(
+                "Host the-target\n    HostName 127.0.0.1\n    Port {port}\n    User {}\n",
+                sshd.user
+            ),
+        )
+        .expect("ssh_config")
+    };
+    // First a port where nothing listens.
+    let closed = crate::support::free_port();
+    write(closed);
+    let mut args = server_args(&keys, &sshd, &[]);
+    args.extend(["--ssh-config".to_string(), config.display().to_string()]);
+    let server = Server::start(db.url(), &args).await;
+    let mut client = server.client().await;
+    let mut scan_alias = async || {
+        let scan = client
+            .start_scan(pb::StartScanRequest {
+                hostname: "the-target".into(),
+                scan_type: pb::ScanType::Quick as i32,
+                ..Default::default()
+            })
+            .await
+            .expect("start")
+            .into_inner();
+        collect(&mut client, scan.id, 0)
+            .await
+            .pop()
+            .and_then(|e| e.into_fields().scan)
+            .expect("final")
+    };
+    let reloads = |n: usize| {
+        let server = &server;
+        async move {
+            eventually("the SSH reload", Duration::from_secs(20), || {
+                let logs = server.logs();
+                async move {
+                    (logs
+                        .matches("reloaded the SSH keys and configuration")
+                        .count()
+                        + logs.matches("SSH reload failed").count()
+                        >= n)
+                        .then_some(())
+                }
+            })
+            .await
+        }
+    };
+    let failed = scan_alias().await;
+    assert_eq!(failed.status, pb::ScanStatus::Failed as i32, "{failed:?}");
+    assert_eq!(failed.port, u32::from(closed), "the file's Port");
+
+    write(sshd.port);
+    server.signal("HUP");
+    reloads(1).await;
+    let fixed = scan_alias().await;
+    assert_eq!(fixed.status, pb::ScanStatus::Completed as i32, "{fixed:?}");
+
+    std::fs::write(&config, "Host the-target\n    Port 99999\n").expect("broken");
+    server.signal("HUP");
+    reloads(2).await;
+    assert!(
+        server
+            .logs()
+            .contains("SSH reload failed; keeping the previous"),
+        "{}",
+        server.logs()
+    );
+    let still = scan_alias().await;
+    assert_eq!(still.status, pb::ScanStatus::Completed as i32, "{still:?}");
+    assert_eq!(still.port, u32::from(sshd.port));
 }
 
 both_backends!(
