@@ -218,6 +218,7 @@ fn probe_router(args: &ProbeArgs, local: &Local) -> anyhow::Result<Router> {
                     as std::sync::Arc<dyn PinStore>,
             ),
             known_hosts: Some(known_hosts),
+            host_key_alias: None,
         },
         policy_rule: match args.host_key_policy {
             Some(_) => PolicyRule::Caller,

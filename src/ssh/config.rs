@@ -63,6 +63,7 @@ enum Keyword {
     IdentitiesOnly,
     ProxyJump,
     ProxyCommand,
+    HostKeyAlias,
     UserKnownHostsFile,
     StrictHostKeyChecking,
     ConnectTimeout,
@@ -79,6 +80,7 @@ impl Keyword {
             "identitiesonly" => Self::IdentitiesOnly,
             "proxyjump" => Self::ProxyJump,
             "proxycommand" => Self::ProxyCommand,
+            "hostkeyalias" => Self::HostKeyAlias,
             "userknownhostsfile" => Self::UserKnownHostsFile,
             "stricthostkeychecking" => Self::StrictHostKeyChecking,
             "connecttimeout" => Self::ConnectTimeout,
@@ -162,6 +164,9 @@ pub struct HostConfig {
     /// `ProxyCommand` as written (the rest of its line; not `none`), its
     /// tokens checked (`proxy::script` runs it).
     pub proxy_command: Option<String>,
+    /// `HostKeyAlias`: the name this host's keys are looked up and pinned
+    /// under instead of the host name (the port stays).
+    pub host_key_alias: Option<String>,
     /// The first `UserKnownHostsFile`, expanded (ssh writes to the first).
     pub user_known_hosts_file: Option<PathBuf>,
     /// `StrictHostKeyChecking`: `yes` and `ask` → strict, `accept-new` →
@@ -250,6 +255,7 @@ struct Raw {
     identities_only: Option<bool>,
     proxy_jump: Option<String>,
     proxy_command: Option<String>,
+    host_key_alias: Option<String>,
     user_known_hosts_file: Option<String>,
     strict: Option<HostKeyPolicy>,
     connect_timeout: Option<Duration>,
@@ -287,6 +293,9 @@ impl Raw {
                 if self.proxy_jump.is_none() {
                     self.proxy_command.get_or_insert_with(first);
                 }
+            }
+            Keyword::HostKeyAlias => {
+                self.host_key_alias.get_or_insert_with(first);
             }
             Keyword::UserKnownHostsFile => {
                 self.user_known_hosts_file.get_or_insert_with(first);
@@ -352,6 +361,7 @@ impl Raw {
             proxy_command: self
                 .proxy_command
                 .filter(|c| !c.trim().eq_ignore_ascii_case("none")),
+            host_key_alias: self.host_key_alias,
             user_known_hosts_file,
             strict_host_key_checking: self.strict,
             connect_timeout: self.connect_timeout,
@@ -689,6 +699,19 @@ fn check_value(keyword: Keyword, args: &[String]) -> Result<(), String> {
             .ok_or_else(|| format!("expected yes or no, got {value:?}")),
         Keyword::ProxyJump => jump::parse_proxy_jump(value).map(|_| ()),
         Keyword::ProxyCommand => super::proxy::script(value).map(|_| ()),
+        Keyword::HostKeyAlias => {
+            if value.is_empty()
+                || value
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || c == ',' || c == '#')
+            {
+                Err(format!(
+                    "expected a name without spaces, commas or '#', got {value:?}"
+                ))
+            } else {
+                Ok(())
+            }
+        }
         Keyword::StrictHostKeyChecking => parse_strict(value)
             .map(|_| ())
             .ok_or_else(|| format!("expected yes, accept-new, no, off or ask, got {value:?}")),
@@ -896,6 +919,16 @@ Host *
     }
 
     #[test]
+    fn host_key_alias_first_value_wins() {
+        let text = "Host web-*\n    HostKeyAlias web-pool\nHost *\n    HostKeyAlias other\n";
+        assert_eq!(
+            resolve(text, "web-3").host_key_alias.as_deref(),
+            Some("web-pool")
+        );
+        assert_eq!(resolve(text, "db").host_key_alias.as_deref(), Some("other"));
+    }
+
+    #[test]
     fn first_value_wins_and_identity_files_accumulate() {
         let text = "\
 Host web-*
@@ -1002,6 +1035,7 @@ Host x
             ("Match exec \"true\"\n", "not supported"),
             ("Host a\n  ProxyCommand nc %C\n", "%C is not supported"),
             ("Host a\n  ProxyCommand\n", "ProxyCommand: missing"),
+            ("Host a\n  HostKeyAlias a,b\n", "HostKeyAlias"),
             ("Match host\n", "pattern list"),
             ("IdentityFile ~/.ssh/%Z\n", "%Z"),
             ("User \"unterminated\n", "quote"),

@@ -176,6 +176,10 @@ pub struct HostKeyVerifier {
     pub known_hosts: Option<PathBuf>,
     /// Where `tofu` pins unknown hosts. Without one, tofu behaves as strict.
     pub pins: Option<Arc<dyn PinStore>>,
+    /// OpenSSH's `HostKeyAlias`: the name host keys are looked up, pinned
+    /// and (for host certificates) matched against principals under,
+    /// instead of the host as dialled; the port stays the dialled one.
+    pub host_key_alias: Option<String>,
 }
 
 impl fmt::Debug for HostKeyVerifier {
@@ -184,6 +188,7 @@ impl fmt::Debug for HostKeyVerifier {
             .field("policy", &self.policy)
             .field("known_hosts", &self.known_hosts)
             .field("pins", &self.pins.is_some())
+            .field("host_key_alias", &self.host_key_alias)
             .finish()
     }
 }
@@ -201,7 +206,13 @@ fn target_name(host: &str, port: u16) -> String {
 }
 
 impl HostKeyVerifier {
+    /// The name `host`'s keys are filed under: its `HostKeyAlias`, if any.
+    fn key_name<'a>(&'a self, host: &'a str) -> &'a str {
+        self.host_key_alias.as_deref().unwrap_or(host)
+    }
+
     pub async fn verify(&self, host: &str, port: u16, key: &PublicKey) -> Result<(), HostKeyError> {
+        let host = self.key_name(host);
         let target = target_name(host, port);
         let fingerprint = fingerprint(key);
         if self.policy == HostKeyPolicy::InsecureAcceptAny {
@@ -267,6 +278,7 @@ impl HostKeyVerifier {
     /// True when the known_hosts file has an `@cert-authority` line for
     /// `host:port`: only then are certificate host keys asked for.
     pub async fn has_cert_authority(&self, host: &str, port: u16) -> bool {
+        let host = self.key_name(host);
         if self.policy == HostKeyPolicy::InsecureAcceptAny {
             return false;
         }
@@ -289,6 +301,7 @@ impl HostKeyVerifier {
         port: u16,
         cert: &Certificate,
     ) -> Result<(), HostKeyError> {
+        let host = self.key_name(host);
         let target = target_name(host, port);
         let ca_fp = cert
             .signature_key()
@@ -392,6 +405,7 @@ impl HostKeyVerifier {
 
     /// Key algorithms already trusted for this host, most trusted first.
     pub async fn known_algorithms(&self, host: &str, port: u16) -> Vec<Algorithm> {
+        let host = self.key_name(host);
         let mut out = Vec::new();
         if let Some(path) = &self.known_hosts {
             let text = known_hosts::read(path).await.unwrap_or_default();

@@ -308,6 +308,7 @@ impl Router {
             policy,
             known_hosts,
             pins,
+            host_key_alias: hc.host_key_alias.clone(),
         }
     }
 }
@@ -351,6 +352,7 @@ mod tests {
                 policy,
                 known_hosts: None,
                 pins: None,
+                host_key_alias: None,
             },
             policy_rule: rule,
             known_hosts_explicit: false,

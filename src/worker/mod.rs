@@ -65,6 +65,7 @@ impl Inner {
                 policy: self.settings.host_key_policy,
                 known_hosts: self.settings.known_hosts.clone(),
                 pins: Some(Arc::clone(&self.pins)),
+                host_key_alias: None,
             },
             policy_rule: PolicyRule::Stricter,
             known_hosts_explicit: false,

@@ -1140,3 +1140,81 @@ fn need_ssh_client() {
         "`ssh` not found: install openssh-client (scripts/setup-debian)"
     );
 }
+
+// ----------------------------------------------------------- HostKeyAlias
+
+/// HostKeyAlias: host keys are looked up, checked and pinned under the
+/// alias (with the dialled port), not the address. One sshd seen as two
+/// aliases: the one known_hosts lists under its alias passes `strict`; the
+/// other, unknown under its own alias, is refused under `strict` though the
+/// same key is listed for the first, and pinned under its alias with
+/// accept-new.
+#[tokio::test]
+async fn host_key_alias_files_keys_under_the_alias() {
+    let keys = Keys::generate();
+    let sshd = Sshd::start(&keys, Options::default()).await;
+    let home = temp_dir("hostscan-home-");
+    let kh = home.path().join("known_hosts");
+    let host_pub = std::fs::read_to_string(sshd.host_key.with_extension("pub")).expect("host key");
+    let mut fields = host_pub.split_whitespace();
+    let (kind, blob) = (
+        fields.next().expect("key type"),
+        fields.next().expect("key blob"),
+    );
+    std::fs::write(
+        &kh,
+        format!("[web-a.internal]:{} {kind} {blob}\n", sshd.port),
+    )
+    .expect("known_hosts");
+    let config = home.path().join("ssh_config");
+    let block = |alias: &str, key_alias: &str, strict: &str| {
+        format!(
+            "Host {alias}\n    HostName 127.0.0.1\n    Port {port}\n    User {user}\n    \
+             IdentityFile {key}\n    HostKeyAlias {key_alias}\n    UserKnownHostsFile {kh}\n    \
+             StrictHostKeyChecking {strict}\n",
+            port = sshd.port,
+            user = sshd.user,
+            key = keys.client.display(),
+            kh = kh.display(),
+        )
+    };
+    std::fs::write(
+        &config,
+        [
+            block("web-a", "web-a.internal", "yes"),
+            block("web-b", "web-b.internal", "yes"),
+            block("web-c", "web-c.internal", "accept-new"),
+        ]
+        .concat(),
+    )
+    .expect("ssh_config");
+
+    let scan = scan_of(&probe(
+        home.path(),
+        &["-F", path_str(&config), "web-a"],
+        &[],
+    ));
+    assert_eq!(scan["status"], "SCAN_STATUS_COMPLETED", "{scan:#}");
+    let scan = scan_of(&probe(
+        home.path(),
+        &["-F", path_str(&config), "web-b"],
+        &[],
+    ));
+    assert_failed(
+        &scan,
+        "SCAN_ERROR_KIND_HOST_KEY_MISMATCH",
+        &["web-b.internal"],
+    );
+    let scan = scan_of(&probe(
+        home.path(),
+        &["-F", path_str(&config), "web-c"],
+        &[],
+    ));
+    assert_eq!(scan["status"], "SCAN_STATUS_COMPLETED", "{scan:#}");
+    let pinned = std::fs::read_to_string(&kh).expect("known_hosts");
+    assert!(
+        pinned.contains(&format!("[web-c.internal]:{}", sshd.port))
+            && !pinned.contains("127.0.0.1"),
+        "{pinned}"
+    );
+}

@@ -566,6 +566,7 @@ pub fn connect_options(
             pins: Some(
                 Arc::new(KnownHostsPins::new(known_hosts.to_path_buf())) as Arc<dyn PinStore>
             ),
+            host_key_alias: None,
         },
         Duration::from_secs(10),
         8,
