@@ -110,6 +110,8 @@ fn collected(r: &ScanResults, section: Section) -> bool {
         Section::NetworkInterfaces => !r.network_interfaces.is_empty(),
         Section::ListeningSockets => !r.listening_sockets.is_empty(),
         Section::StepErrors => true,
+        Section::DefaultRoutes => r.default_routes.is_some(),
+        Section::Dns => r.dns.is_some(),
     }
 }
 
@@ -247,6 +249,21 @@ fn compare(
             d.step_errors_appeared = appeared;
             d.step_errors_resolved = resolved;
         }
+        Section::DefaultRoutes => {
+            if let (Some(b), Some(n)) = (&base.default_routes, &new.default_routes) {
+                let (added, removed) = keyed_sets(b, n, |r| {
+                    (
+                        r.family.clone(),
+                        r.gateway.clone(),
+                        r.interface.clone(),
+                        r.metric,
+                    )
+                });
+                d.default_routes_added = added;
+                d.default_routes_removed = removed;
+            }
+        }
+        Section::Dns => d.dns = change(&base.dns, &new.dns).and_then(unwrap_change),
     }
 }
 
@@ -486,8 +503,8 @@ fn interfaces(d: &mut ScanDiff, base: &[NetworkInterface], new: &[NetworkInterfa
 mod tests {
     use super::*;
     use crate::model::facts::{
-        Cpu, Memory, OsInfo, Packages, RebootRequired, RebootStatus, StepError, Timezone,
-        Virtualization, VirtualizationRole,
+        Cpu, DefaultRoute, Dns, Memory, OsInfo, Packages, RebootRequired, RebootStatus, StepError,
+        Timezone, Virtualization, VirtualizationRole,
     };
 
     fn host() -> ScanResults {
@@ -556,6 +573,17 @@ mod tests {
             listening_sockets: vec![socket("tcp", "0.0.0.0", 22)],
             reboot_required: Some(RebootRequired {
                 status: RebootStatus::NotRequired,
+                ..Default::default()
+            }),
+            default_routes: Some(vec![DefaultRoute {
+                family: "inet".into(),
+                gateway: "10.0.0.1".into(),
+                interface: "eth0".into(),
+                metric: 0,
+            }]),
+            dns: Some(Dns {
+                nameservers: vec!["10.0.0.2".into()],
+                search: vec!["example.org".into()],
                 ..Default::default()
             }),
             ..Default::default()
@@ -639,6 +667,12 @@ mod tests {
             step: "processes".into(),
             message: "ps: not found".into(),
         });
+        if let Some(routes) = new.default_routes.as_mut() {
+            routes[0].gateway = "10.0.0.254".into();
+        }
+        if let Some(dns) = new.dns.as_mut() {
+            dns.nameservers.insert(0, "10.0.0.3".into());
+        }
         let d = diff(&base, &new, &DiffOptions::default());
         assert_eq!(
             d.kernel,
@@ -682,7 +716,13 @@ mod tests {
         assert_eq!(d.listening_sockets_added[0].port, 8080);
         assert!(d.reboot_required.is_some());
         assert_eq!(d.step_errors_appeared.len(), 1);
-        assert_eq!(d.change_count(), 14, "{d:#?}");
+        assert_eq!(d.default_routes_added[0].gateway, "10.0.0.254");
+        assert_eq!(d.default_routes_removed[0].gateway, "10.0.0.1");
+        assert_eq!(
+            d.dns.as_ref().map(|c| c.new.nameservers.clone()),
+            Some(vec!["10.0.0.3".to_string(), "10.0.0.2".to_string()])
+        );
+        assert_eq!(d.change_count(), 17, "{d:#?}");
         // A failed step without a section of its own skips nothing.
         assert_eq!(d.compared.len(), Section::ALL.len());
     }
@@ -712,6 +752,8 @@ mod tests {
             network_interfaces: Vec::new(),
             listening_sockets: Vec::new(),
             reboot_required: None,
+            default_routes: None,
+            dns: None,
             ..host()
         };
         let options = DiffOptions {
@@ -728,7 +770,9 @@ mod tests {
                 Section::Packages,
                 Section::RebootRequired,
                 Section::NetworkInterfaces,
-                Section::ListeningSockets
+                Section::ListeningSockets,
+                Section::DefaultRoutes,
+                Section::Dns
             ]
         );
         assert!(
@@ -969,6 +1013,8 @@ mod tests {
                 errors in vec((select(vec!["packages", "network", "cpu", "df"]), word()), 0..3),
                 cpus in proptest::option::of(1u32..3),
                 tz in proptest::option::of(select(vec!["", "UTC", "Europe/Berlin"])),
+                routes in proptest::option::of(vec((select(vec!["inet", "inet6"]), select(vec!["", "192.0.2.1", "fe80::1"]), 0u32..3), 0..3)),
+                dns in proptest::option::of(vec(select(vec!["192.0.2.53", "127.0.0.53", "2001:db8::53"]), 0..3)),
             ) -> ScanResults {
                 ScanResults {
                     os: kernel.map(|k| OsInfo { kernel: k, ..Default::default() }),
@@ -988,6 +1034,13 @@ mod tests {
                     timezone: tz.map(|name| Timezone { name: name.into(), ..Default::default() }),
                     virtualization: None,
                     processes: Vec::new(),
+                    default_routes: routes.map(|list| list.into_iter().map(|(family, gateway, metric)| crate::model::facts::DefaultRoute {
+                        family: family.into(), gateway: gateway.into(), interface: "eth0".into(), metric,
+                    }).collect()),
+                    dns: dns.map(|servers| crate::model::facts::Dns {
+                        nameservers: servers.into_iter().map(String::from).collect(),
+                        ..Default::default()
+                    }),
                 }
             }
         }
@@ -1106,6 +1159,9 @@ mod tests {
                 reboot_required: swap_pairs(d.reboot_required),
                 step_errors_appeared: d.step_errors_resolved,
                 step_errors_resolved: d.step_errors_appeared,
+                default_routes_added: d.default_routes_removed,
+                default_routes_removed: d.default_routes_added,
+                dns: swap_pairs(d.dns),
             }
         }
 

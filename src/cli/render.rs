@@ -272,6 +272,19 @@ pub fn results(r: &pb::ScanResults) -> String {
             );
         }
     }
+    if let Some(routes) = &r.default_routes {
+        if routes.routes.is_empty() {
+            let _ = writeln!(out, "Routes     no default route");
+        } else {
+            let _ = writeln!(out, "Routes");
+            for route in &routes.routes {
+                let _ = writeln!(out, "  default {}", route_text(route));
+            }
+        }
+    }
+    if let Some(dns) = &r.dns {
+        let _ = writeln!(out, "DNS        {}", dns_text(dns));
+    }
     if let Some(b) = &r.reboot_required {
         let status = match pb::RebootStatus::try_from(b.status) {
             Ok(pb::RebootStatus::Required) => "required",
@@ -293,6 +306,35 @@ pub fn results(r: &pb::ScanResults) -> String {
         }
     }
     out
+}
+
+/// `via 192.0.2.1 dev eth0 metric 100` (ip's words), `dev wg0` on-link.
+fn route_text(r: &pb::DefaultRoute) -> String {
+    let mut text = String::new();
+    if !r.gateway.is_empty() {
+        text.push_str(&format!("via {} ", r.gateway));
+    }
+    text.push_str(&format!("dev {}", r.interface));
+    if r.metric != 0 {
+        text.push_str(&format!(" metric {}", r.metric));
+    }
+    text
+}
+
+/// `192.0.2.53 10.0.0.53, search corp.example` (and what a stub forwards to).
+fn dns_text(d: &pb::Dns) -> String {
+    let mut text = if d.nameservers.is_empty() {
+        "no nameserver".to_string()
+    } else {
+        d.nameservers.join(" ")
+    };
+    if !d.upstream_nameservers.is_empty() {
+        text.push_str(&format!(" (→ {})", d.upstream_nameservers.join(" ")));
+    }
+    if !d.search.is_empty() {
+        text.push_str(&format!(", search {}", d.search.join(" ")));
+    }
+    text
 }
 
 /// ListHosts as a table, one host per row, then the paging line (which
@@ -764,6 +806,21 @@ pub fn diff(d: &pb::ScanDiff) -> String {
     }
     for l in &d.listening_sockets_removed {
         diff_line(&mut out, '-', "listening", &socket_text(l));
+    }
+    for r in &d.default_routes_added {
+        diff_line(&mut out, '+', "default route", &route_text(r));
+    }
+    for r in &d.default_routes_removed {
+        diff_line(&mut out, '-', "default route", &route_text(r));
+    }
+    if let Some(c) = &d.dns {
+        let text = |v: Option<&pb::Dns>| v.map(dns_text).unwrap_or_default();
+        diff_line(
+            &mut out,
+            '~',
+            "dns",
+            &arrow(text(c.old_value.as_ref()), text(c.new_value.as_ref())),
+        );
     }
     if let Some(b) = &d.reboot_required {
         let reasons = b

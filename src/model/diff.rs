@@ -9,8 +9,8 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 
 use super::facts::{
-    Cpu, Disk, ListeningSocket, NetworkInterface, RebootRequired, StepError, Timezone,
-    Virtualization,
+    Cpu, DefaultRoute, Disk, Dns, ListeningSocket, NetworkInterface, RebootRequired, StepError,
+    Timezone, Virtualization,
 };
 
 /// A part of the results that a diff compares as a whole: compared when
@@ -32,11 +32,13 @@ pub enum Section {
     ListeningSockets,
     /// Always compared.
     StepErrors,
+    DefaultRoutes,
+    Dns,
 }
 
 impl Section {
     /// Every section, in the order a diff lists them.
-    pub const ALL: [Section; 13] = [
+    pub const ALL: [Section; 15] = [
         Section::Os,
         Section::Hostname,
         Section::Uptime,
@@ -50,6 +52,8 @@ impl Section {
         Section::NetworkInterfaces,
         Section::ListeningSockets,
         Section::StepErrors,
+        Section::DefaultRoutes,
+        Section::Dns,
     ];
 
     /// The name people read (and the proto enum's suffix, lowercased).
@@ -68,6 +72,8 @@ impl Section {
             Self::NetworkInterfaces => "network_interfaces",
             Self::ListeningSockets => "listening_sockets",
             Self::StepErrors => "step_errors",
+            Self::DefaultRoutes => "default_routes",
+            Self::Dns => "dns",
         }
     }
 
@@ -76,6 +82,7 @@ impl Section {
     pub fn step(self) -> Option<&'static str> {
         match self {
             Self::NetworkInterfaces => Some("network"),
+            Self::DefaultRoutes | Self::Dns => Some("routing"),
             Self::StepErrors => None,
             other => Some(other.as_str()),
         }
@@ -89,6 +96,8 @@ impl Section {
                 | Self::RebootRequired
                 | Self::NetworkInterfaces
                 | Self::ListeningSockets
+                | Self::DefaultRoutes
+                | Self::Dns
         )
     }
 }
@@ -242,6 +251,11 @@ pub struct ScanDiff {
 
     pub step_errors_appeared: Vec<StepError>,
     pub step_errors_resolved: Vec<StepError>,
+
+    /// By (family, gateway, interface, metric).
+    pub default_routes_added: Vec<DefaultRoute>,
+    pub default_routes_removed: Vec<DefaultRoute>,
+    pub dns: Option<Change<Dns>>,
 }
 
 impl ScanDiff {
@@ -281,6 +295,9 @@ impl ScanDiff {
             + one(self.reboot_required.is_some())
             + self.step_errors_appeared.len()
             + self.step_errors_resolved.len()
+            + self.default_routes_added.len()
+            + self.default_routes_removed.len()
+            + one(self.dns.is_some())
     }
 
     pub fn is_empty(&self) -> bool {

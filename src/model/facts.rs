@@ -26,6 +26,13 @@ pub struct ScanResults {
     pub listening_sockets: Vec<ListeningSocket>,
     /// Full scans only.
     pub reboot_required: Option<RebootRequired>,
+    /// Full scans only: the default routes, IPv4 then IPv6; `None` when
+    /// the host showed no routing table (or the scan predates the fact),
+    /// empty when it has no default route.
+    pub default_routes: Option<Vec<DefaultRoute>>,
+    /// Full scans only: the resolver configuration; `None` without
+    /// `/etc/resolv.conf`.
+    pub dns: Option<Dns>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -232,6 +239,36 @@ pub struct Timezone {
     /// `timedatectl`, `sysconfig-clock`, `var-db-zoneinfo`, `no-localtime`
     /// (glibc's default, UTC) or "".
     pub source: String,
+}
+
+/// A route for every destination no narrower route covers. From
+/// `/proc/net/route` and `/proc/net/ipv6_route` (Linux) or `netstat -rn`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DefaultRoute {
+    /// "inet" or "inet6".
+    pub family: String,
+    /// The next hop; "" when the route goes straight out of the interface
+    /// (a point-to-point link, a VPN device).
+    pub gateway: String,
+    pub interface: String,
+    /// The route's metric (lower wins); 0 where the host does not say.
+    pub metric: u32,
+}
+
+/// The resolver configuration: `/etc/resolv.conf`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Dns {
+    /// Its `nameserver` lines, in order, each once (the resolver asks the
+    /// first three).
+    pub nameservers: Vec<String>,
+    /// The search list: the last `search` or `domain` line, as the
+    /// resolver keeps it.
+    pub search: Vec<String>,
+    /// When `nameservers` is systemd-resolved's stub (127.0.0.53): the
+    /// servers it forwards to, from `/run/systemd/resolve/resolv.conf`.
+    pub upstream_nameservers: Vec<String>,
 }
 
 /// A socket waiting for connections (TCP) or datagrams (UDP).

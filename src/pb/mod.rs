@@ -352,6 +352,52 @@ impl From<&facts::ScanResults> for ScanResults {
                 running_kernel: b.running_kernel.clone(),
                 newest_kernel: b.newest_kernel.clone(),
             }),
+            default_routes: r.default_routes.as_ref().map(|list| DefaultRoutes {
+                routes: list.iter().map(DefaultRoute::from).collect(),
+            }),
+            dns: r.dns.as_ref().map(Dns::from),
+        }
+    }
+}
+
+impl From<&facts::DefaultRoute> for DefaultRoute {
+    fn from(r: &facts::DefaultRoute) -> Self {
+        Self {
+            family: r.family.clone(),
+            gateway: r.gateway.clone(),
+            interface: r.interface.clone(),
+            metric: r.metric,
+        }
+    }
+}
+
+impl From<&DefaultRoute> for facts::DefaultRoute {
+    fn from(r: &DefaultRoute) -> Self {
+        Self {
+            family: r.family.clone(),
+            gateway: r.gateway.clone(),
+            interface: r.interface.clone(),
+            metric: r.metric,
+        }
+    }
+}
+
+impl From<&facts::Dns> for Dns {
+    fn from(d: &facts::Dns) -> Self {
+        Self {
+            nameservers: d.nameservers.clone(),
+            search: d.search.clone(),
+            upstream_nameservers: d.upstream_nameservers.clone(),
+        }
+    }
+}
+
+impl From<&Dns> for facts::Dns {
+    fn from(d: &Dns) -> Self {
+        Self {
+            nameservers: d.nameservers.clone(),
+            search: d.search.clone(),
+            upstream_nameservers: d.upstream_nameservers.clone(),
         }
     }
 }
@@ -434,6 +480,8 @@ impl From<crate::model::diff::Section> for DiffSection {
             S::NetworkInterfaces => Self::NetworkInterfaces,
             S::ListeningSockets => Self::ListeningSockets,
             S::StepErrors => Self::StepErrors,
+            S::DefaultRoutes => Self::DefaultRoutes,
+            S::Dns => Self::Dns,
         }
     }
 }
@@ -646,6 +694,20 @@ impl ScanDiff {
             }),
             step_errors_appeared: errors(&d.step_errors_appeared),
             step_errors_resolved: errors(&d.step_errors_resolved),
+            default_routes_added: d
+                .default_routes_added
+                .iter()
+                .map(DefaultRoute::from)
+                .collect(),
+            default_routes_removed: d
+                .default_routes_removed
+                .iter()
+                .map(DefaultRoute::from)
+                .collect(),
+            dns: d.dns.as_ref().map(|c| DnsChange {
+                old_value: Some(Dns::from(&c.old)),
+                new_value: Some(Dns::from(&c.new)),
+            }),
         }
     }
 }
@@ -796,6 +858,11 @@ impl From<&ScanResults> for facts::ScanResults {
                 running_kernel: text(&b.running_kernel),
                 newest_kernel: text(&b.newest_kernel),
             }),
+            default_routes: r
+                .default_routes
+                .as_ref()
+                .map(|d| d.routes.iter().map(facts::DefaultRoute::from).collect()),
+            dns: r.dns.as_ref().map(facts::Dns::from),
         }
     }
 }
@@ -940,8 +1007,30 @@ mod tests {
                 logical_cpus: 2,
                 ..Default::default()
             }),
+            default_routes: Some(vec![facts::DefaultRoute {
+                family: "inet".into(),
+                gateway: "192.0.2.1".into(),
+                interface: "eth0".into(),
+                metric: 100,
+            }]),
+            dns: Some(facts::Dns {
+                nameservers: vec!["127.0.0.53".into()],
+                search: vec!["corp.example".into()],
+                upstream_nameservers: vec!["192.0.2.53".into()],
+            }),
             ..Default::default()
         };
+        let proto = ScanResults::from(&results);
+        assert_eq!(facts::ScanResults::from(&proto), results);
+        // A host without a default route still says it read the table.
+        let none = ScanResults::from(&facts::ScanResults {
+            default_routes: Some(Vec::new()),
+            ..Default::default()
+        });
+        assert_eq!(
+            facts::ScanResults::from(&none).default_routes,
+            Some(Vec::new())
+        );
         let json = to_json(&ScanResults::from(&results), "hostscan.v1.ScanResults");
         for want in [
             "\"role\": \"VIRTUALIZATION_ROLE_CONTAINER\"",
@@ -951,6 +1040,8 @@ mod tests {
             "\"pid\": 2211",
             "\"logicalCpus\": 2",
             "\"name\": \"Etc/UTC\"",
+            "\"gateway\": \"192.0.2.1\"",
+            "\"upstreamNameservers\": [",
         ] {
             assert!(json.contains(want), "missing {want} in {json}");
         }

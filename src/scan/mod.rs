@@ -44,7 +44,7 @@ pub struct Step {
 }
 
 /// Every step, in the order results are presented.
-pub static STEPS: [Step; 13] = [
+pub static STEPS: [Step; 14] = [
     Step {
         name: "os",
         weight: 5,
@@ -192,8 +192,20 @@ pub static STEPS: [Step; 13] = [
         },
     },
     Step {
+        name: "routing",
+        weight: 4,
+        script: parse::routing::SCRIPT,
+        full_only: true,
+        group: 0,
+        runs_last: false,
+        apply: |out, r| {
+            (r.default_routes, r.dns) = parse::routing::parse(out)?;
+            Ok(())
+        },
+    },
+    Step {
         name: "listening_sockets",
-        weight: 10,
+        weight: 6,
         script: parse::listening::SCRIPT,
         full_only: true,
         group: 0,

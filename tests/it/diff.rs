@@ -241,7 +241,7 @@ async fn diff_scans(
 }
 
 fn all_sections() -> Vec<i32> {
-    (1..=13).collect()
+    (1..=15).collect()
 }
 
 /// Asserts that `d` lists exactly the change `ChangingHost::change` made.
@@ -405,7 +405,9 @@ async fn diff_scans_shows_exactly_what_the_test_changed() {
             pb::DiffSection::Packages,
             pb::DiffSection::RebootRequired,
             pb::DiffSection::NetworkInterfaces,
-            pb::DiffSection::ListeningSockets
+            pb::DiffSection::ListeningSockets,
+            pb::DiffSection::DefaultRoutes,
+            pb::DiffSection::Dns
         ]
         .map(|s| (s as i32, "the scan is a quick scan"))
     );

@@ -594,3 +594,95 @@ async fn interfaces_without_iproute2_or_net_tools() {
     );
     assert_eq!(canonical(r.network_interfaces), expected);
 }
+
+/// Default routes and the resolver configuration, from a host in a network
+/// namespace of the test's own: a default route via the root namespace's
+/// address and an on-link IPv6-less host, `/etc/resolv.conf` of its own (as
+/// `ip netns exec` mounts it); changed between two full scans, the diff
+/// shows the route replaced and the new nameservers.
+#[tokio::test]
+async fn default_routes_and_dns() {
+    use crate::support::netns::Lab;
+    use crate::support::sshd::{InNetns, Options};
+    use hostscan::diff::{DiffOptions, diff};
+    use hostscan::model::facts::{DefaultRoute, Dns};
+    need("ip", "iproute2");
+    let keys = Keys::generate();
+    let mut lab = Lab::new();
+    let ns = lab.namespace("routed");
+    let (gateway, address) = lab.link_root(&ns);
+    run(
+        "ip",
+        &[
+            "-n", &ns, "route", "add", "default", "via", &gateway, "metric", "50",
+        ],
+    );
+    lab.resolv_conf(
+        &ns,
+        "# written by the test\nnameserver 192.0.2.53\nnameserver 192.0.2.54\nsearch corp.example lab.example\n",
+    );
+    let sshd = Sshd::start(
+        &keys,
+        Options {
+            netns: Some(InNetns {
+                ns: ns.clone(),
+                hostname: "routed-host".into(),
+                address,
+            }),
+            ..Default::default()
+        },
+    )
+    .await;
+    let before = full_scan(&sshd, &keys).await;
+    assert!(
+        before.step_errors.iter().all(|e| e.step != "routing"),
+        "{:?}",
+        before.step_errors
+    );
+    assert_eq!(
+        before.default_routes,
+        Some(vec![DefaultRoute {
+            family: "inet".into(),
+            gateway: gateway.clone(),
+            interface: "eth0".into(),
+            metric: 50,
+        }])
+    );
+    assert_eq!(
+        before.dns,
+        Some(Dns {
+            nameservers: vec!["192.0.2.53".into(), "192.0.2.54".into()],
+            search: vec!["corp.example".into(), "lab.example".into()],
+            upstream_nameservers: Vec::new(),
+        })
+    );
+
+    // The route goes straight out of eth0 now; a nameserver is dropped.
+    // (The sshd's own mount namespace holds the file it bind-mounted, so
+    // the test writes through it.)
+    run("ip", &["-n", &ns, "route", "del", "default"]);
+    run("ip", &["-n", &ns, "route", "add", "default", "dev", "eth0"]);
+    std::fs::write(
+        format!("/etc/netns/{ns}/resolv.conf"),
+        "nameserver 192.0.2.54\nsearch corp.example lab.example\n",
+    )
+    .expect("resolv.conf");
+    let after = full_scan(&sshd, &keys).await;
+    let d = diff(&before, &after, &DiffOptions::default());
+    assert_eq!(
+        d.default_routes_added,
+        [DefaultRoute {
+            family: "inet".into(),
+            gateway: String::new(),
+            interface: "eth0".into(),
+            metric: 0,
+        }],
+        "{d:#?}"
+    );
+    assert_eq!(d.default_routes_removed.len(), 1, "{d:#?}");
+    assert_eq!(
+        d.dns.as_ref().map(|c| c.new.nameservers.clone()),
+        Some(vec!["192.0.2.54".to_string()]),
+        "{d:#?}"
+    );
+}

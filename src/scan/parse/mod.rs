@@ -19,6 +19,7 @@ pub mod os;
 pub mod packages;
 pub mod processes;
 pub mod reboot;
+pub mod routing;
 pub mod timezone;
 pub mod uptime;
 pub mod virtualization;
@@ -219,6 +220,7 @@ mod proptests {
         ("timezone", |s| drop(super::timezone::parse(s))),
         ("listening_sockets", |s| drop(super::listening::parse(s))),
         ("reboot_required", |s| drop(super::reboot::parse(s))),
+        ("routing", |s| drop(super::routing::parse(s))),
     ];
 
     macro_rules! fixtures {
@@ -296,6 +298,7 @@ mod proptests {
         "debian12/listening_sockets-netstat.txt",
         "debian12/listening_sockets-proc.txt",
         "debian12/reboot_required.txt",
+        "debian12/routing.txt",
         "busybox-on-debian12/cpu.txt",
         "busybox-on-debian12/virtualization.txt",
         "busybox-on-debian12/timezone.txt",
@@ -380,6 +383,14 @@ mod proptests {
             "@@proc-net-udp6",
             "@@uname-r",
             "@@reboot-required",
+            "@@proc-route",
+            "@@proc-ipv6-route",
+            "@@netstat",
+            "@@resolv-conf",
+            "@@resolved-upstream",
+            "nameserver 127.0.0.53",
+            "search example.org",
+            "mask FFFFFF00",
             "@@sys-net",
             "@@if-inet6",
             "@@route",
@@ -595,6 +606,7 @@ mod proptests {
                 "timezone" => super::timezone::parse(text).is_ok_and(|t| !t.name.is_empty()),
                 "listening_sockets" => super::listening::parse(text).is_ok_and(|l| !l.is_empty()),
                 "reboot_required" => super::reboot::parse(text).is_ok(),
+                "routing" => super::routing::parse(text).is_ok(),
                 other => panic!("fixture {path}: unknown step {other}"),
             };
             assert!(ok, "fixture {path} did not parse");
@@ -645,6 +657,9 @@ mod proptests {
             }),
             ("reboot_required", super::reboot::SCRIPT, |s| {
                 super::reboot::parse(s).is_ok()
+            }),
+            ("routing", super::routing::SCRIPT, |s| {
+                super::routing::parse(s).is_ok()
             }),
         ];
         let shells: &[&[&str]] = &[
