@@ -932,6 +932,26 @@ mod tests {
                 packages: vec!["libc6".into(), "linux-image-amd64".into()],
                 ..Default::default()
             }),
+            default_routes: Some(pb::DefaultRoutes {
+                routes: vec![
+                    pb::DefaultRoute {
+                        family: "inet".into(),
+                        gateway: "192.0.2.1".into(),
+                        interface: "eth0".into(),
+                        metric: 100,
+                    },
+                    pb::DefaultRoute {
+                        family: "inet".into(),
+                        interface: "wg0".into(),
+                        ..Default::default()
+                    },
+                ],
+            }),
+            dns: Some(pb::Dns {
+                nameservers: vec!["127.0.0.53".into()],
+                search: vec!["corp.example".into()],
+                upstream_nameservers: vec!["192.0.2.53".into()],
+            }),
             ..Default::default()
         };
         let text = results(&r);
@@ -944,6 +964,9 @@ mod tests {
             "  udp  0.0.0.0:68",
             "Reboot     required",
             "  packages: libc6, linux-image-amd64",
+            "  default via 192.0.2.1 dev eth0 metric 100\n",
+            "  default dev wg0\n",
+            "DNS        127.0.0.53 (→ 192.0.2.53), search corp.example\n",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
@@ -955,6 +978,11 @@ mod tests {
             ..Default::default()
         };
         assert!(results(&unknown).contains("Reboot     unknown (no evidence)"));
+        let unrouted = pb::ScanResults {
+            default_routes: Some(pb::DefaultRoutes::default()),
+            ..Default::default()
+        };
+        assert!(results(&unrouted).contains("Routes     no default route"));
     }
 
     #[test]
@@ -1005,6 +1033,22 @@ mod tests {
                     prefix_length: 24,
                 }),
             }],
+            default_routes_added: vec![pb::DefaultRoute {
+                family: "inet".into(),
+                gateway: "10.0.0.254".into(),
+                interface: "eth0".into(),
+                metric: 0,
+            }],
+            dns: Some(pb::DnsChange {
+                old_value: Some(pb::Dns {
+                    nameservers: vec!["10.0.0.2".into()],
+                    ..Default::default()
+                }),
+                new_value: Some(pb::Dns {
+                    nameservers: vec!["10.0.0.3".into(), "10.0.0.2".into()],
+                    ..Default::default()
+                }),
+            }),
             ..Default::default()
         };
         let styled = diff(&d);
@@ -1017,6 +1061,8 @@ mod tests {
             "! rebooted         up 1d 0h 0m → 1m 0s; booted 2027-01-15 08:00:00 UTC\n",
             "+ package          hs-new 1.0-1 (dpkg)\n",
             "- address          eth0 inet 10.0.0.5/24\n",
+            "+ default route    via 10.0.0.254 dev eth0\n",
+            "~ dns              10.0.0.2 → 10.0.0.3 10.0.0.2\n",
             "4 changes\n",
         ] {
             assert!(plain.contains(want), "missing {want:?} in\n{plain}");
