@@ -95,13 +95,10 @@ impl Forwarder {
         }
         loop {
             tokio::select! {
-                _ = &mut self.shutdown => {
-                    self.done = true;
-                    return Some(Err(Status::unavailable(format!(
-                        "the server is shutting down; resume with after_sequence={}",
-                        self.last
-                    ))));
-                }
+                // In this order: events already published (a scan drained
+                // during the grace period ends with its terminal event) go
+                // out before the shutdown ends the stream.
+                biased;
                 due = self.heartbeat.tick() => {
                     if due && let Some(state) = &self.state {
                         let mut beat = pb::ScanEvent::from(state.as_ref());
@@ -142,6 +139,13 @@ impl Forwarder {
                     }
                     Err(RecvError::Closed) => return None,
                 },
+                _ = &mut self.shutdown => {
+                    self.done = true;
+                    return Some(Err(Status::unavailable(format!(
+                        "the server is shutting down; resume with after_sequence={}",
+                        self.last
+                    ))));
+                }
             }
         }
     }

@@ -159,13 +159,10 @@ impl Forwarder {
                 return Some(Ok(self.sent(event)));
             }
             tokio::select! {
-                _ = &mut self.shutdown => {
-                    self.done = true;
-                    return Some(Err(Status::unavailable(format!(
-                        "the server is shutting down; resume with resume_token={}",
-                        encode_token(self.last_time)
-                    ))));
-                }
+                // In this order: events already published (a scan drained
+                // during the grace period ends with its terminal event) go
+                // out before the shutdown ends the stream.
+                biased;
                 due = self.heartbeat.tick() => {
                     if due {
                         return Some(Ok(self.sent(
@@ -201,6 +198,13 @@ impl Forwarder {
                     }
                     Err(RecvError::Closed) => return None,
                 },
+                _ = &mut self.shutdown => {
+                    self.done = true;
+                    return Some(Err(Status::unavailable(format!(
+                        "the server is shutting down; resume with resume_token={}",
+                        encode_token(self.last_time)
+                    ))));
+                }
             }
         }
     }
