@@ -41,9 +41,9 @@ pub struct ProxyCommand {
 }
 
 /// Turns a ProxyCommand as written into the script `/bin/sh -c` runs:
-/// `%h %p %r %n` → `${1} ${2} ${3} ${4}`, `%%` → `%`. Any other token is an
-/// error naming it (OpenSSH's `%C`, `%d`, `%u`, `%L`, `%l`, `%k`, `%j` are
-/// not supported).
+/// `%h %p %r %n` → `${1} ${2} ${3} ${4}`, `%%` → `%`: the tokens
+/// ssh_config(5) allows in ProxyCommand. Any other is an error naming it,
+/// as in ssh.
 pub fn script(command: &str) -> Result<String, String> {
     let mut out = String::from("exec ");
     let mut chars = command.chars();
