@@ -207,11 +207,13 @@ impl ScanService for ScanApi {
         if created {
             crate::metrics::scan_created(scan.scan_type);
             tracing::info!(scan_id = scan.id, target = %format!("{}@{}:{}", scan.username, scan.hostname, scan.port), scan_type = %scan.scan_type, "scan queued");
-            self.workers.wake();
-            // WatchScans subscribers see new scans from their first state.
+            // WatchScans subscribers see new scans from their first state:
+            // published before a worker is woken, whose claim (sequence 2)
+            // would otherwise race it.
             let mut created = ScanEvent::snapshot(&scan);
             created.scan = None;
             self.hub.publish(created);
+            self.workers.wake();
         }
         Ok(Response::new(pb::Scan::from(&scan)))
     }

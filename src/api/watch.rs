@@ -95,10 +95,24 @@ impl Forwarder {
         }
         loop {
             tokio::select! {
-                // In this order: events already published (a scan drained
-                // during the grace period ends with its terminal event) go
-                // out before the shutdown ends the stream.
-                biased;
+                _ = &mut self.shutdown => {
+                    // Events published before the shutdown still go out (a
+                    // scan drained during the grace period ends with its
+                    // terminal event); then the stream ends.
+                    while let Some(event) = self.subscription.try_recv() {
+                        if let Some(event) = self.live(&event) {
+                            return Some(Ok(event));
+                        }
+                        if self.done {
+                            return None;
+                        }
+                    }
+                    self.done = true;
+                    return Some(Err(Status::unavailable(format!(
+                        "the server is shutting down; resume with after_sequence={}",
+                        self.last
+                    ))));
+                }
                 due = self.heartbeat.tick() => {
                     if due && let Some(state) = &self.state {
                         let mut beat = pb::ScanEvent::from(state.as_ref());
@@ -139,13 +153,6 @@ impl Forwarder {
                     }
                     Err(RecvError::Closed) => return None,
                 },
-                _ = &mut self.shutdown => {
-                    self.done = true;
-                    return Some(Err(Status::unavailable(format!(
-                        "the server is shutting down; resume with after_sequence={}",
-                        self.last
-                    ))));
-                }
             }
         }
     }

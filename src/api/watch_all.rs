@@ -159,10 +159,20 @@ impl Forwarder {
                 return Some(Ok(self.sent(event)));
             }
             tokio::select! {
-                // In this order: events already published (a scan drained
-                // during the grace period ends with its terminal event) go
-                // out before the shutdown ends the stream.
-                biased;
+                _ = &mut self.shutdown => {
+                    // Events published before the shutdown still go out;
+                    // then the stream ends.
+                    while let Ok(event) = self.events.try_recv() {
+                        if let Some(event) = self.offer(&event) {
+                            return Some(Ok(self.sent(event)));
+                        }
+                    }
+                    self.done = true;
+                    return Some(Err(Status::unavailable(format!(
+                        "the server is shutting down; resume with resume_token={}",
+                        encode_token(self.last_time)
+                    ))));
+                }
                 due = self.heartbeat.tick() => {
                     if due {
                         return Some(Ok(self.sent(
@@ -198,13 +208,6 @@ impl Forwarder {
                     }
                     Err(RecvError::Closed) => return None,
                 },
-                _ = &mut self.shutdown => {
-                    self.done = true;
-                    return Some(Err(Status::unavailable(format!(
-                        "the server is shutting down; resume with resume_token={}",
-                        encode_token(self.last_time)
-                    ))));
-                }
             }
         }
     }

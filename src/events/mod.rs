@@ -140,6 +140,12 @@ impl Subscription {
             None => Err(RecvError::Closed),
         }
     }
+
+    /// An event already published and not yet received, without waiting;
+    /// `None` when there is none (or the watcher lagged: it resyncs).
+    pub fn try_recv(&mut self) -> Option<Arc<ScanEvent>> {
+        self.rx.as_mut()?.try_recv().ok()
+    }
 }
 
 impl Drop for Subscription {
