@@ -1026,6 +1026,25 @@ async fn retention_prunes_a_large_history_while_scans_run() {
     assert!(hosts.hosts.iter().all(|h| h.latest_completed.is_some()));
 }
 
+/// Starts a quick scan of `hostname` and follows it to its end: the scan
+/// as the terminal event carries it.
+async fn quick_scan_to_end(client: &mut Client, hostname: &str) -> pb::Scan {
+    let scan = client
+        .start_scan(pb::StartScanRequest {
+            hostname: hostname.into(),
+            scan_type: pb::ScanType::Quick as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("start")
+        .into_inner();
+    collect(client, scan.id, 0)
+        .await
+        .pop()
+        .and_then(|e| e.into_fields().scan)
+        .expect("final")
+}
+
 /// A first start on a machine with no SSH key yet: the server serves, says
 /// why scans will fail, and each scan fails AUTH_FAILED saying no key is
 /// configured.
@@ -1048,20 +1067,7 @@ async fn serves_without_a_key_and_scans_say_why_they_fail() {
     let server = Server::start_env(db.url(), &args, &[("HOME", &home_dir)]).await;
     assert!(server.logs().contains("no SSH key"), "{}", server.logs());
     let mut client = server.client().await;
-    let scan = client
-        .start_scan(pb::StartScanRequest {
-            hostname: "127.0.0.1".into(),
-            scan_type: pb::ScanType::Quick as i32,
-            ..Default::default()
-        })
-        .await
-        .expect("start")
-        .into_inner();
-    let last = collect(&mut client, scan.id, 0)
-        .await
-        .pop()
-        .and_then(|e| e.into_fields().scan)
-        .expect("final");
+    let last = quick_scan_to_end(&mut client, "127.0.0.1").await;
     let error = last.error.expect("an error");
     assert_eq!(error.kind, pb::ScanErrorKind::AuthFailed as i32);
     assert!(
@@ -1083,20 +1089,7 @@ async fn serves_without_a_key_and_scans_say_why_they_fail() {
         }
     })
     .await;
-    let scan = client
-        .start_scan(pb::StartScanRequest {
-            hostname: "127.0.0.1".into(),
-            scan_type: pb::ScanType::Quick as i32,
-            ..Default::default()
-        })
-        .await
-        .expect("start")
-        .into_inner();
-    let last = collect(&mut client, scan.id, 0)
-        .await
-        .pop()
-        .and_then(|e| e.into_fields().scan)
-        .expect("final");
+    let last = quick_scan_to_end(&mut client, "127.0.0.1").await;
     assert_eq!(last.status, pb::ScanStatus::Completed as i32, "{last:?}");
 }
 
@@ -1127,22 +1120,7 @@ async fn sighup_reloads_the_ssh_config_and_keeps_it_when_broken() {
     args.extend(["--ssh-config".to_string(), config.display().to_string()]);
     let server = Server::start(db.url(), &args).await;
     let mut client = server.client().await;
-    let mut scan_alias = async || {
-        let scan = client
-            .start_scan(pb::StartScanRequest {
-                hostname: "the-target".into(),
-                scan_type: pb::ScanType::Quick as i32,
-                ..Default::default()
-            })
-            .await
-            .expect("start")
-            .into_inner();
-        collect(&mut client, scan.id, 0)
-            .await
-            .pop()
-            .and_then(|e| e.into_fields().scan)
-            .expect("final")
-    };
+    let mut scan_alias = async || quick_scan_to_end(&mut client, "the-target").await;
     let reloads = |n: usize| {
         let server = &server;
         async move {
