@@ -593,6 +593,24 @@ async fn interfaces_without_iproute2_or_net_tools() {
         "{eth0:?}"
     );
     assert_eq!(canonical(r.network_interfaces), expected);
+    closed_before_the_lab_goes(&ns).await;
+}
+
+/// Waits until the namespace's sshd has no connection left: the engine's
+/// goodbye must reach it before the lab deletes the namespace, or the
+/// session would wait for a client that can no longer say anything.
+async fn closed_before_the_lab_goes(ns: &str) {
+    use crate::support::netns::Lab;
+    let ns = ns.to_string();
+    crate::support::eventually(
+        "the scan's SSH connection to close",
+        std::time::Duration::from_secs(10),
+        || {
+            let ns = ns.clone();
+            async move { (Lab::ssh_connections(&ns) == 0).then_some(()) }
+        },
+    )
+    .await;
 }
 
 /// Default routes and the resolver configuration, from a host in a network
@@ -685,4 +703,5 @@ async fn default_routes_and_dns() {
         Some(vec!["192.0.2.54".to_string()]),
         "{d:#?}"
     );
+    closed_before_the_lab_goes(&ns).await;
 }

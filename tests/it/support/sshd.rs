@@ -251,6 +251,9 @@ impl Sshd {
             Some(_) => "0.0.0.0",
             None => "127.0.0.1",
         };
+        // ClientAlive: a session whose client vanished without a word (its
+        // network namespace deleted first) ends within ~15 s instead of
+        // waiting forever; live clients answer the probes.
         let mut config = format!(
             "Port {port}\n\
              ListenAddress {listen}\n\
@@ -265,6 +268,8 @@ impl Sshd {
              PermitRootLogin prohibit-password\n\
              MaxSessions 10\n\
              MaxStartups 200:30:400\n\
+             ClientAliveInterval 5\n\
+             ClientAliveCountMax 3\n\
              LogLevel FATAL\n",
             host = host_key.display(),
             auth = authorized.display(),
@@ -501,6 +506,8 @@ impl Sshd {
              PubkeyAuthentication yes\n\
              PermitRootLogin prohibit-password\n\
              MaxSessions 10\n\
+             ClientAliveInterval 5\n\
+             ClientAliveCountMax 3\n\
              LogLevel FATAL\n\
              SetEnv HOSTSCAN_TEST_SSHD={marker}\n",
             inside = inside.display(),
