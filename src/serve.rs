@@ -28,6 +28,8 @@ use crate::store::listen::{self, Signal};
 use crate::store::{Database, ServerLock, Store};
 use crate::worker::{Settings, Workers};
 
+/// How long the API waits for the cross-replica LISTEN before it opens.
+const LISTEN_WAIT: Duration = Duration::from_secs(10);
 /// Events a watcher may fall behind before it resyncs from the database.
 const HUB_CAPACITY: usize = 256;
 /// The gRPC service name reported by tonic-health.
@@ -128,7 +130,8 @@ fn lock_embedded(database: &Database) -> anyhow::Result<Option<ServerLock>> {
 /// gRPC port and serve health (NOT_SERVING) and reflection, with the
 /// ScanService answering UNAVAILABLE → wait for the database
 /// (`--database-wait`, or exit with the reason) → migrations, workers,
-/// watchers → the ScanService goes live → health SERVING.
+/// watchers, the cross-replica LISTEN (PostgreSQL; waited for up to
+/// `LISTEN_WAIT`) → the ScanService goes live → health SERVING.
 pub async fn run(
     mut config: Config,
     shutdown: impl Future<Output = ()> + Send,
@@ -245,10 +248,17 @@ pub async fn run(
     let (signal_tx, signal_rx) = mpsc::unbounded_channel();
     // Other replicas' changes arrive over LISTEN/NOTIFY (PostgreSQL only;
     // the embedded database serves one replica).
-    if let Some(url) = store.notify_url() {
-        let (url, instance, stop) = (url.to_string(), instance.clone(), background_stop.clone());
-        background.spawn_blocking(move || listen::run(url, instance, signal_tx, stop));
-    }
+    let (listening_tx, listening) = tokio::sync::oneshot::channel();
+    let listening = match store.notify_url() {
+        Some(url) => {
+            let (url, instance, stop) =
+                (url.to_string(), instance.clone(), background_stop.clone());
+            background
+                .spawn_blocking(move || listen::run(url, instance, signal_tx, stop, listening_tx));
+            Some(listening)
+        }
+        None => None,
+    };
     background.spawn(bridge(
         signal_rx,
         store.clone(),
@@ -280,6 +290,17 @@ pub async fn run(
         config.watch_heartbeat,
         streams_stop.clone(),
     );
+    // Watchers here must hear what other replicas do from the first event
+    // on: the API opens once LISTEN is in force (or, if it takes longer,
+    // the listener resyncs every watcher when it is).
+    if let Some(listening) = listening
+        && tokio::time::timeout(LISTEN_WAIT, listening).await.is_err()
+    {
+        tracing::warn!(
+            "cross-replica LISTEN not in force after {}s; serving anyway (watchers resync when it is)",
+            LISTEN_WAIT.as_secs()
+        );
+    }
     scan_service.set(api.into_service(config.api_keys.clone()));
     // The migrations just ran: the database answers.
     set_health(&health, tonic_health::ServingStatus::Serving).await;

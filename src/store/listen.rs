@@ -43,14 +43,18 @@ pub enum Signal {
 const POLL: Duration = Duration::from_millis(50);
 
 /// Runs until `stop` is cancelled or `tx` is closed. Blocking: call it from
-/// `spawn_blocking`.
+/// `spawn_blocking`. `ready` fires once the first LISTEN is in force, so
+/// the server can open its API only when it will hear other replicas; if
+/// nobody waits for it any more (the server gave up and opened anyway),
+/// that first LISTEN sends `Signal::Resync`, as every later one does.
 pub fn run(
     url: String,
     instance: String,
     tx: mpsc::UnboundedSender<Signal>,
     stop: CancellationToken,
+    ready: tokio::sync::oneshot::Sender<()>,
 ) {
-    let mut first = true;
+    let mut ready = Some(ready);
     while !stop.is_cancelled() && !tx.is_closed() {
         let mut conn = match PgConnection::establish(&url) {
             Ok(c) => c,
@@ -67,10 +71,12 @@ pub fn run(
             std::thread::sleep(Duration::from_secs(1));
             continue;
         }
-        if !first {
+        // The first LISTEN is announced; a later one, or one nobody awaited,
+        // means notifications may have been missed.
+        let announced = ready.take().is_some_and(|r| r.send(()).is_ok());
+        if !announced {
             tx.send(Signal::Resync).ok();
         }
-        first = false;
         'poll: while !stop.is_cancelled() {
             for n in conn.notifications_iter() {
                 let n = match n {
