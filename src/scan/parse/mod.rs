@@ -119,6 +119,29 @@ pub fn truncate_chars(s: &str, max: usize) -> String {
     }
 }
 
+/// A netmask (host order) whose ones are all on the left: a prefix.
+pub(crate) fn is_prefix_mask(m: u32) -> bool {
+    m.leading_ones() + m.trailing_zeros() == 32
+}
+
+/// Whether Linux printed `/proc/net/route`'s addresses big endian. It
+/// prints each address and mask as the hex of its in-memory u32, so the
+/// host's byte order shows in `masks`: big endian when every one reads as
+/// a prefix as printed and not all do byte-swapped; little endian (nearly
+/// every Linux host) otherwise, also when there is none to tell.
+pub(crate) fn proc_net_big_endian(masks: &[u32]) -> bool {
+    masks.iter().all(|m| is_prefix_mask(*m))
+        && !masks.iter().all(|m| is_prefix_mask(m.swap_bytes()))
+}
+
+/// An IPv6 address as `/proc/net` prints it: 32 hex digits, network order.
+pub(crate) fn ipv6_hex(s: &str) -> Option<std::net::Ipv6Addr> {
+    (s.len() == 32)
+        .then(|| u128::from_str_radix(s, 16).ok())
+        .flatten()
+        .map(std::net::Ipv6Addr::from)
+}
+
 /// A plain unsigned decimal (ASCII digits only, no sign, no spaces).
 pub fn parse_u64(s: &str) -> Option<u64> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {

@@ -2,7 +2,10 @@
 
 use serde_json::Value;
 
-use super::{ParseError, lines, named_sections, parse_u64, truncate_chars};
+use super::{
+    ParseError, ipv6_hex, is_prefix_mask, lines, named_sections, parse_u64, proc_net_big_endian,
+    truncate_chars,
+};
 use crate::model::facts::{Address, NetworkInterface};
 
 /// Prints `@@ip-json` (`ip -j addr show`, only if it is a JSON array), else
@@ -387,13 +390,7 @@ fn kernel(links: &str, inet6: &str, route: &str, trie: &str) -> Vec<NetworkInter
         let [hex, _, prefix, _, _, name] = toks[..] else {
             continue;
         };
-        let (Some(addr), Ok(prefix)) = (
-            (hex.len() == 32)
-                .then(|| u128::from_str_radix(hex, 16).ok())
-                .flatten()
-                .map(std::net::Ipv6Addr::from),
-            u32::from_str_radix(prefix, 16),
-        ) else {
+        let (Some(addr), Ok(prefix)) = (ipv6_hex(hex), u32::from_str_radix(prefix, 16)) else {
             continue;
         };
         if let Some(k) = index(&out, name) {
@@ -413,10 +410,8 @@ fn prefix_mask(prefix: u32) -> u32 {
 }
 
 /// Connected routes of `/proc/net/route` (up, no gateway, not a reject
-/// route): (interface, network, prefix length). The kernel prints each
-/// address and mask as the hex of its in-memory u32, so the host's byte
-/// order shows: the one under which every mask is a prefix mask (little
-/// endian when the masks cannot tell, as nearly every Linux host is).
+/// route): (interface, network, prefix length), in the host's byte order
+/// (`proc_net_big_endian`).
 fn connected_routes(route: &str) -> Vec<(String, u32, u32)> {
     let hex = |s: &str| u32::from_str_radix(s, 16).ok();
     let mut rows = Vec::new();
@@ -432,9 +427,8 @@ fn connected_routes(route: &str) -> Vec<(String, u32, u32)> {
         };
         rows.push((name, dest, gateway, flags, mask));
     }
-    let is_prefix = |m: u32| m.leading_ones() + m.trailing_zeros() == 32;
-    let big_endian =
-        rows.iter().all(|r| is_prefix(r.4)) && !rows.iter().all(|r| is_prefix(r.4.swap_bytes()));
+    let masks: Vec<u32> = rows.iter().map(|r| r.4).collect();
+    let big_endian = proc_net_big_endian(&masks);
     let order = |v: u32| if big_endian { v } else { v.swap_bytes() };
     rows.into_iter()
         .filter(|(name, _, gateway, flags, _)| {
@@ -445,7 +439,8 @@ fn connected_routes(route: &str) -> Vec<(String, u32, u32)> {
         })
         .filter_map(|(name, dest, _, _, mask)| {
             let mask = order(mask);
-            is_prefix(mask).then(|| (name.to_string(), order(dest) & mask, mask.leading_ones()))
+            is_prefix_mask(mask)
+                .then(|| (name.to_string(), order(dest) & mask, mask.leading_ones()))
         })
         .collect()
 }

@@ -3,7 +3,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use super::{ParseError, lines, named_sections};
+use super::{ParseError, ipv6_hex, lines, named_sections, proc_net_big_endian};
 use crate::model::facts::{DefaultRoute, Dns};
 
 /// Linux, with no process: `@@proc-route` (the default routes of
@@ -104,16 +104,15 @@ fn hex_u32(s: &str) -> Option<u32> {
         .flatten()
 }
 
-/// `IFACE GATEWAY FLAGS METRIC` lines and `mask M`. The kernel prints each
-/// address as the hex of its in-memory u32: little endian unless the
-/// sample mask reads as a prefix only in big-endian order.
+/// `IFACE GATEWAY FLAGS METRIC` lines and `mask M`, a sample of the
+/// table's masks that shows the host's byte order (`proc_net_big_endian`).
 fn proc_route(body: &str) -> Vec<DefaultRoute> {
-    let is_prefix = |m: u32| m.leading_ones() + m.trailing_zeros() == 32;
-    let big_endian = lines(body)
+    let masks: Vec<u32> = lines(body)
         .filter_map(|l| l.strip_prefix("mask "))
         .filter_map(|m| hex_u32(m.trim()))
-        .next()
-        .is_some_and(|m| is_prefix(m) && !is_prefix(m.swap_bytes()));
+        .take(1)
+        .collect();
+    let big_endian = proc_net_big_endian(&masks);
     let mut out = Vec::new();
     for line in lines(body) {
         let toks: Vec<&str> = line.split_whitespace().collect();
@@ -162,18 +161,15 @@ fn proc_ipv6_route(body: &str) -> Vec<DefaultRoute> {
         if flags & RTF_UP == 0 || flags & RTF_REJECT != 0 || iface.len() > MAX_NAME {
             continue;
         }
-        let Some(gateway) = (gateway.len() == 32)
-            .then(|| u128::from_str_radix(gateway, 16).ok())
-            .flatten()
-        else {
+        let Some(gateway) = ipv6_hex(gateway) else {
             continue;
         };
         out.push(DefaultRoute {
             family: "inet6".into(),
-            gateway: if gateway == 0 {
+            gateway: if gateway.is_unspecified() {
                 String::new()
             } else {
-                Ipv6Addr::from(gateway).to_string()
+                gateway.to_string()
             },
             interface: iface.to_string(),
             metric: hex_u32(metric).unwrap_or(0),
